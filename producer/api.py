@@ -1,0 +1,215 @@
+"""``send_event`` and ``send_events``: validate, stamp an id, put on the queue, never hang."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import contract, validation, wire
+from .config import ProducerSettings, redacted_url
+from .envelope import Event, new_event
+from .errors import EnqueueError, ValidationError
+
+# KEYS[1]: the idempotency key   KEYS[2]: the queue
+# ARGV[1]: event id   ARGV[2]: TTL in seconds   ARGV[3]: the task message
+# Returns the id of the event the key first produced; enqueues only if the key is new, in one
+# atomic step, so a crash can never leave a remembered key without its event on the queue.
+_ENQUEUE_ONCE = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[3])
+return ARGV[1]
+"""
+
+_BATCH_KEYS = frozenset({"distinct_id", "phone", "event", "data", "account"})
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """A Redis client that gives up within about ``2 * timeout`` seconds, whatever happens.
+
+    Connect and read each get half the budget; one immediate retry lets a pooled connection
+    that died with a Redis restart be replaced without failing the call.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout / 2,
+        socket_timeout=timeout / 2,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+class Producer:
+    """Sends events to the queue; thread-safe, one per process is enough."""
+
+    def __init__(self, settings: ProducerSettings | None = None) -> None:
+        self.settings = settings or ProducerSettings.from_env(os.environ)
+        self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
+        self._enqueue_once = self._redis.register_script(_ENQUEUE_ONCE)
+
+    def send_event(
+        self,
+        event: str,
+        *,
+        phone: str,
+        distinct_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        account: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Validate one event and enqueue it; returns its id."""
+        envelope = build_event(event, phone, distinct_id, data, account)
+        key = validation.check_optional_text(
+            "idempotency_key", idempotency_key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
+        )
+        message = wire.encode_message([envelope])
+        with _enqueue_errors(self.settings.redis_url):
+            if key is None:
+                self._redis.lpush(contract.QUEUE, message)
+                return envelope["id"]
+            first_id = self._enqueue_once(
+                keys=[contract.idempotency_key(envelope["account"], key), contract.QUEUE],
+                args=[envelope["id"], contract.IDEMPOTENCY_TTL_SECONDS, message],
+            )
+        return first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+
+    def send_events(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Validate every item, then enqueue all of them or none; returns their ids in order.
+
+        Items are shaped like LimeChat's request body (``distinct_id``, ``phone``, ``event``,
+        ``data``; ``account`` optional). They travel as batch messages of up to
+        ``LIMECHAT_BATCH_SIZE`` events, written in one Redis transaction.
+        """
+        events = [_event_from_item(item, index) for index, item in enumerate(items)]
+        if not events:
+            return []
+        messages = wire.encode_batches(events, self.settings.batch_size)
+        with _enqueue_errors(self.settings.redis_url):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.lpush(contract.QUEUE, *messages)
+            pipe.execute()
+        return [e["id"] for e in events]
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+@contextlib.contextmanager
+def _enqueue_errors(url: str) -> Iterator[None]:
+    """Turns any Redis failure into :class:`EnqueueError`, without leaking a password."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        detail = str(exc)
+        password = urlsplit(url).password
+        if password:
+            detail = detail.replace(password, "***")
+        raise EnqueueError(
+            f"could not enqueue to Redis at {redacted_url(url)}: {type(exc).__name__}: {detail}"
+        ) from None
+
+
+def build_event(
+    event: object,
+    phone: object,
+    distinct_id: object,
+    data: object,
+    account: object,
+) -> Event:
+    """A validated envelope, or :class:`ValidationError` naming the first bad field."""
+    name = validation.check_event_name(event)
+    e164 = validation.normalize_phone(phone)
+    who = validation.check_distinct_id(distinct_id, e164)
+    payload, _ = validation.check_data(data)
+    acct = validation.check_optional_text("account", account, contract.ACCOUNT_MAX_LENGTH)
+    return new_event(name, e164, who, payload, acct)
+
+
+def _event_from_item(item: object, index: int) -> Event:
+    if not isinstance(item, Mapping):
+        raise ValidationError(
+            "item", f"must be a JSON object (dict), not {type(item).__name__}", index=index
+        )
+    unknown = sorted(str(k) for k in item if k not in _BATCH_KEYS)
+    if unknown:
+        raise ValidationError(
+            unknown[0],
+            f"is not a field of an event (expected {', '.join(sorted(_BATCH_KEYS))})",
+            index=index,
+        )
+    for required in ("event", "phone"):
+        if required not in item:
+            raise ValidationError(required, "is required", index=index)
+    try:
+        return build_event(
+            item["event"],
+            item["phone"],
+            item.get("distinct_id"),
+            item.get("data"),
+            item.get("account"),
+        )
+    except ValidationError as exc:
+        raise ValidationError(exc.field, exc.reason, index=index) from None
+
+
+_default: Producer | None = None
+_default_lock = threading.Lock()
+
+
+def configure(settings: ProducerSettings | None = None, **overrides: Any) -> Producer:
+    """Replace the process-wide producer (settings from the environment, then ``overrides``)."""
+    global _default
+    base = settings or ProducerSettings.from_env(os.environ)
+    producer = Producer(ProducerSettings(**{**base.__dict__, **overrides}))
+    with _default_lock:
+        old, _default = _default, producer
+    if old is not None:
+        old.close()
+    return producer
+
+
+def default_producer() -> Producer:
+    """The process-wide producer, created from the environment on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Producer()
+    return _default
+
+
+def send_event(
+    event: str,
+    *,
+    phone: str,
+    distinct_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    account: str | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """Validate and enqueue one event; returns its id. See :meth:`Producer.send_event`.
+
+    Raises :class:`ValidationError` (nothing enqueued) or :class:`EnqueueError` (Redis did not
+    answer within about ``2 * LIMECHAT_ENQUEUE_TIMEOUT_SECONDS``).
+    """
+    return default_producer().send_event(
+        event,
+        phone=phone,
+        distinct_id=distinct_id,
+        data=data,
+        account=account,
+        idempotency_key=idempotency_key,
+    )
+
+
+def send_events(items: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Validate all items, then enqueue all or none. See :meth:`Producer.send_events`."""
+    return default_producer().send_events(items)

@@ -1,0 +1,60 @@
+"""Every name the producer, the worker and the CLI must agree on: queue, task, Redis keys, limits.
+
+Everything lives under one prefix, so ``SCAN 0 MATCH limechat:*`` finds all of it (kombu adds
+its own ``_kombu.binding.*`` bookkeeping keys when a worker declares the queue).
+"""
+
+from __future__ import annotations
+
+PREFIX = "limechat"
+
+#: The Redis list the workers consume (a Celery queue on kombu's Redis transport).
+QUEUE = f"{PREFIX}:events"
+
+#: The one task: ``deliver(events)`` takes a list of event envelopes (a batch of one or more).
+TASK_DELIVER = "limechat.deliver"
+
+# --- limits the producer enforces (documented in the README) ---
+EVENT_NAME_MAX_LENGTH = 128
+DISTINCT_ID_MAX_LENGTH = 256
+ACCOUNT_MAX_LENGTH = 128
+IDEMPOTENCY_KEY_MAX_LENGTH = 256
+PHONE_MAX_LENGTH = 32
+DATA_MAX_BYTES = 64 * 1024
+DATA_MAX_DEPTH = 32
+
+#: How long an idempotency key is remembered.
+IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
+
+#: Default number of events that travel in one batch message.
+DEFAULT_BATCH_SIZE = 50
+
+# --- Redis keys ---
+#: sorted set: event id -> due time (epoch seconds) of parked retries
+RETRY_DUE = f"{PREFIX}:retry:due"
+#: sorted set: event id -> claim time, for entries a scheduler has taken but not yet published
+RETRY_CLAIMED = f"{PREFIX}:retry:claimed"
+#: hash: event id -> event envelope (JSON) of parked retries
+RETRY_EVENTS = f"{PREFIX}:retry:events"
+#: sorted set: event id -> time it was dead-lettered
+DLQ_INDEX = f"{PREFIX}:dlq:index"
+#: hash: event id -> dead-letter entry (JSON)
+DLQ_ENTRIES = f"{PREFIX}:dlq:entries"
+#: kombu's bookkeeping of messages a worker holds but has not acknowledged
+UNACKED = f"{PREFIX}:unacked"
+UNACKED_INDEX = f"{PREFIX}:unacked_index"
+UNACKED_MUTEX = f"{PREFIX}:unacked_mutex"
+
+
+def idempotency_key(account: str | None, key: str) -> str:
+    """The Redis key remembering which event an idempotency key produced."""
+    return f"{PREFIX}:idem:{account or ''}:{key}"
+
+
+def delivered_key(event_id: str) -> str:
+    """The Redis key marking an event LimeChat already accepted (skip it if redelivered)."""
+    return f"{PREFIX}:delivered:{event_id}"
+
+
+#: How long a delivered event is remembered, so a redelivery after a crash is not sent twice.
+DELIVERED_MARKER_TTL_SECONDS = 24 * 60 * 60

@@ -1,0 +1,167 @@
+"""Checks an event the way LimeChat would, before anything reaches Redis.
+
+Every function raises :class:`ValidationError` naming the field, and returns the value in the
+form that is sent (phone in E.164, data as a JSON-safe dict).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import phonenumbers
+
+from . import contract
+from .errors import ValidationError
+
+# What a careful human writes in a phone number; anything else (letters, which phonenumbers
+# would read as a vanity number, emoji, control characters) is refused.
+_PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
+_WHITESPACE = re.compile(r"\s")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def suggest_event_name(name: str) -> str:
+    """The snake_case form of ``name``: ``"My Awesome Event"`` -> ``"my_awesome_event"``."""
+    words = _CAMEL_BOUNDARY.sub(" ", name.strip())
+    return "_".join(w for w in re.split(r"[\s_\-]+", words.lower()) if w)
+
+
+def check_event_name(event: object) -> str:
+    """The event name, non-empty, bounded, without spaces (LimeChat warns they break features)."""
+    if not isinstance(event, str):
+        raise ValidationError("event", f"must be a string, not {type(event).__name__}")
+    if not event:
+        raise ValidationError("event", "must not be empty")
+    if len(event) > contract.EVENT_NAME_MAX_LENGTH:
+        raise ValidationError(
+            "event", f"is {len(event)} characters; at most {contract.EVENT_NAME_MAX_LENGTH}"
+        )
+    if _WHITESPACE.search(event):
+        suggestion = suggest_event_name(event)
+        hint = f"; use {suggestion!r}" if suggestion else ""
+        raise ValidationError(
+            "event",
+            f"{event!r} contains whitespace, which breaks LimeChat features{hint}",
+        )
+    if _CONTROL.search(event):
+        raise ValidationError("event", "contains control characters")
+    _check_encodable("event", event)
+    return event
+
+
+def normalize_phone(phone: object) -> str:
+    """The phone number in E.164 (``+915673412780``); it must carry its country code."""
+    if not isinstance(phone, str):
+        raise ValidationError("phone", f"must be a string, not {type(phone).__name__}")
+    raw = phone.strip()
+    if not raw:
+        raise ValidationError("phone", "must not be empty")
+    if len(raw) > contract.PHONE_MAX_LENGTH:
+        raise ValidationError(
+            "phone", f"is {len(raw)} characters; at most {contract.PHONE_MAX_LENGTH}"
+        )
+    if not _PHONE_CHARS.match(raw):
+        raise ValidationError(
+            "phone", f"{raw!r} may hold only digits, spaces, '+', '-', '.', '(' and ')'"
+        )
+    if not raw.startswith("+"):
+        digits = re.sub(r"\D", "", raw)
+        raise ValidationError(
+            "phone",
+            f"{raw!r} has no country code; write it in international form, e.g. '+{digits}'",
+        )
+    try:
+        parsed = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        detail = re.sub(r"^\(\d+\)\s*", "", str(exc))  # drop the library's "(3) " code
+        raise ValidationError("phone", f"{raw!r} is not a phone number: {detail}") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValidationError("phone", f"{raw!r} is not a possible number for its country code")
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def check_distinct_id(distinct_id: object, phone: str) -> str:
+    """The user's id on the client's system; LimeChat says the phone may stand in for it."""
+    if distinct_id is None:
+        return phone
+    if isinstance(distinct_id, int) and not isinstance(distinct_id, bool):
+        distinct_id = str(distinct_id)
+    if not isinstance(distinct_id, str):
+        raise ValidationError("distinct_id", f"must be a string, not {type(distinct_id).__name__}")
+    if not distinct_id.strip():
+        raise ValidationError("distinct_id", "must not be empty (omit it to use the phone)")
+    return _bounded_text("distinct_id", distinct_id, contract.DISTINCT_ID_MAX_LENGTH)
+
+
+def check_optional_text(field: str, value: object, max_length: int) -> str | None:
+    """An optional short string such as ``account`` or ``idempotency_key``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string or None, not {type(value).__name__}")
+    if not value:
+        raise ValidationError(field, "must not be empty (pass None instead)")
+    return _bounded_text(field, value, max_length)
+
+
+def check_data(data: object) -> tuple[dict[str, Any], int]:
+    """The event's ``data``: a JSON object of JSON values, finite numbers, under the size cap.
+
+    Returns the data and its encoded size in bytes.
+    """
+    if data is None:
+        return {}, 2
+    if not isinstance(data, Mapping):
+        raise ValidationError("data", f"must be a JSON object (dict), not {type(data).__name__}")
+    _check_json_value(data, "data", 0)
+    encoded = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    size = len(encoded.encode("utf-8"))
+    if size > contract.DATA_MAX_BYTES:
+        raise ValidationError("data", f"is {size} bytes as JSON; at most {contract.DATA_MAX_BYTES}")
+    return dict(data), size
+
+
+def _check_json_value(value: object, path: str, depth: int) -> None:
+    if depth > contract.DATA_MAX_DEPTH:
+        raise ValidationError(path, f"nests deeper than {contract.DATA_MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        _check_encodable(path, value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(path, f"{value!r} is not a JSON number")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    path, f"has a key {key!r} of type {type(key).__name__}; keys must be strings"
+                )
+            _check_encodable(path, key)
+            _check_json_value(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json_value(item, f"{path}[{i}]", depth + 1)
+    else:
+        raise ValidationError(path, f"a {type(value).__name__} is not JSON-serialisable")
+
+
+def _bounded_text(field: str, value: str, max_length: int) -> str:
+    if len(value) > max_length:
+        raise ValidationError(field, f"is {len(value)} characters; at most {max_length}")
+    if _CONTROL.search(value):
+        raise ValidationError(field, "contains control characters")
+    _check_encodable(field, value)
+    return value
+
+
+def _check_encodable(field: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(field, "is not valid Unicode (lone surrogate)") from None

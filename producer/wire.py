@@ -1,0 +1,69 @@
+"""Celery task messages written straight onto kombu's Redis list.
+
+Why not ``app.send_task``: it costs about half a millisecond of Python per call, cannot be
+pipelined with our own commands, and cannot be combined atomically with the idempotency check
+(``SET NX`` then publish in one Lua call) or with moving entries off the retry schedule and the
+DLQ (publish and remove in one transaction). The format below is Celery's task protocol 2 inside
+kombu's Redis envelope, exactly what ``send_task`` writes (checked by the integration tests,
+which run a real Celery worker on these messages).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+
+from . import contract
+from .envelope import Event
+
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def encode_message(events: Sequence[Event], *, queue: str = contract.QUEUE) -> str:
+    """One ``deliver(events)`` task message, serialised as kombu's Redis transport stores it."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps([[list(events)], {}, _EMBED], ensure_ascii=False, allow_nan=False)
+    first = events[0]["id"] if events else ""
+    message = {
+        "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": contract.TASK_DELIVER,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            # What `celery inspect` and the worker's log show instead of the whole payload.
+            "argsrepr": f"<{len(events)} event(s), first {first}>",
+            "kwargsrepr": "{}",
+            "origin": _ORIGIN,
+            "ignore_result": True,
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(message)
+
+
+def encode_batches(events: Sequence[Event], batch_size: int) -> list[str]:
+    """Messages of at most ``batch_size`` events each, in order."""
+    return [encode_message(events[i : i + batch_size]) for i in range(0, len(events), batch_size)]

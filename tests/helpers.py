@@ -1,0 +1,122 @@
+"""Test helpers: waiting for conditions, worker subprocesses, scripted receivers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_TOKEN = "test-token-5e3f9c1d-never-log-me"
+TEST_ACCOUNT = "acct-123"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def worker_env(redis_url: str, api_url: str, **overrides: str) -> dict[str, str]:
+    """The environment a test worker runs with: short timings, set as a user would set them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
+    env.update(
+        REDIS_URL=redis_url,
+        LIMECHAT_ACCESS_TOKEN=TEST_TOKEN,
+        LIMECHAT_ACCOUNT_ID=TEST_ACCOUNT,
+        LIMECHAT_API_URL=api_url,
+        LIMECHAT_MAX_ATTEMPTS="4",
+        LIMECHAT_RETRY_BASE_SECONDS="0.05",
+        LIMECHAT_RETRY_MAX_SECONDS="0.3",
+        LIMECHAT_TIMEOUT_SECONDS="2",
+        LIMECHAT_VISIBILITY_TIMEOUT="4",
+        LIMECHAT_SCHEDULER_INTERVAL_SECONDS="0.1",
+        LIMECHAT_WORKER_CONCURRENCY="4",
+        LOG_LEVEL="DEBUG",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """A real ``limechat-events worker`` in its own process group, its output captured."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, wait_ready: bool = True) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait_ready:
+            wait_for(lambda: self.saw("worker ready") or self.proc.poll() is not None,
+                     30, "the worker to start")
+            if self.proc.poll() is not None:
+                raise AssertionError("worker exited at start:\n" + self.text())
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.output))
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no chance to acknowledge or clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.terminate(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@contextmanager
+def running_worker(env: dict[str, str]) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(env).start()
+    try:
+        yield worker
+    finally:
+        worker.stop()

@@ -1,0 +1,5 @@
+"""``python -m worker`` is ``limechat-events``."""
+
+from worker.cli import main
+
+main()

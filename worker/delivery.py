@@ -1,0 +1,218 @@
+"""Delivering a batch of events: one POST each, then delivered, parked for retry, or dead-lettered.
+
+Each event keeps its own outcome and attempt count, whatever batch it travels in.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from producer import contract
+from producer.envelope import Attempt, Event
+
+from .backoff import parse_retry_after, retry_delay
+from .deadletter import DeadLetters
+from .limechat import Answer, LimechatClient
+from .logs import mask_phone
+from .outcome import DeadLetter, Delivered, Outcome, Reason, Retry, classify_error, classify_status
+from .schedule import RetrySchedule
+from .settings import Settings
+
+log = logging.getLogger("limechat_events.delivery")
+
+_STR_FIELDS = ("id", "event", "phone", "distinct_id")
+
+
+class Deliverer:
+    """The work of the ``deliver`` task; one per worker process, shared by its threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        limechat: LimechatClient,
+        schedule: RetrySchedule,
+        dead_letters: DeadLetters,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._redis = client
+        self._limechat = limechat
+        self._schedule = schedule
+        self._dlq = dead_letters
+        self._rand = rand
+
+    def deliver_message(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Handle one task message: ``deliver(events)``. Raises only ``redis.RedisError``."""
+        if len(args) != 1 or kwargs or not isinstance(args[0], list):
+            self._dead_letter_malformed({"args": list(args), "kwargs": kwargs}, "not deliver(list)")
+            return
+        events: list[Event] = []
+        for raw in args[0]:
+            problem = envelope_problem(raw)
+            if problem:
+                self._dead_letter_malformed(raw, problem)
+            else:
+                events.append(raw)
+        self.deliver_batch(events)
+
+    def deliver_batch(self, events: Sequence[Event]) -> None:
+        # The message goes back to the queue if it is held past the visibility timeout, so a
+        # long batch hands what it has not started to the scheduler instead of overrunning.
+        deadline = time.monotonic() + self.settings.visibility_timeout / 2
+        done = self._already_delivered(events)
+        for index, event in enumerate(events):
+            if event["id"] in done:
+                log.info("skipped evt=%s event=%s: already delivered", event["id"], event["event"])
+                continue
+            if time.monotonic() > deadline:
+                for later in events[index:]:
+                    self._schedule.park(later, 0.0)
+                log.warning(
+                    "batch ran long: handed %d events to the scheduler", len(events) - index
+                )
+                return
+            self.deliver_one(event)
+
+    def deliver_one(self, event: Event) -> None:
+        account = event.get("account")
+        if account is not None and account != self.settings.account_id:
+            self._dlq.add(
+                event,
+                Reason.UNKNOWN_ACCOUNT,
+                error=f"account {account!r} is not this worker's LIMECHAT_ACCOUNT_ID",
+            )
+            log.error(
+                "dead-lettered evt=%s event=%s reason=unknown_account", event["id"], event["event"]
+            )
+            return
+        answer = self._limechat.post(event)
+        outcome = self._classify(answer)
+        event = _with_attempt(event, answer)
+        if isinstance(outcome, Delivered):
+            self._redis.set(
+                contract.delivered_key(event["id"]),
+                "1",
+                ex=contract.DELIVERED_MARKER_TTL_SECONDS,
+            )
+            log.info(
+                "delivered evt=%s event=%s status=%s attempt=%d ms=%d phone=%s",
+                event["id"],
+                event["event"],
+                answer.status,
+                event["attempts"],
+                answer.ms,
+                mask_phone(event["phone"]),
+            )
+        elif isinstance(outcome, Retry) and event["attempts"] < self.settings.max_attempts:
+            self._park(event, outcome, answer)
+        else:
+            reason = outcome.reason if isinstance(outcome, DeadLetter) else Reason.EXHAUSTED
+            self._dlq.add(
+                event,
+                reason,
+                status=answer.status,
+                response_body=answer.body,
+                error=answer.error or _describe(outcome),
+            )
+            log.error(
+                "dead-lettered evt=%s event=%s reason=%s status=%s attempt=%d ms=%d phone=%s",
+                event["id"],
+                event["event"],
+                reason.value,
+                answer.status,
+                event["attempts"],
+                answer.ms,
+                mask_phone(event["phone"]),
+            )
+
+    def _park(self, event: Event, outcome: Retry, answer: Answer) -> None:
+        delay = retry_delay(
+            event["attempts"],
+            self.settings.retry_base_seconds,
+            self.settings.retry_max_seconds,
+            self._rand(),
+            outcome.retry_after,
+        )
+        self._schedule.park(event, delay)
+        log.warning(
+            "retry scheduled evt=%s event=%s reason=%s status=%s attempt=%d ms=%d in=%.2fs",
+            event["id"],
+            event["event"],
+            outcome.reason.value,
+            answer.status,
+            event["attempts"],
+            answer.ms,
+            delay,
+        )
+
+    def _classify(self, answer: Answer) -> Outcome:
+        if answer.status is None:
+            return classify_error(answer.timed_out)
+        return classify_status(answer.status, parse_retry_after(answer.retry_after, time.time()))
+
+    def _already_delivered(self, events: Sequence[Event]) -> set[str]:
+        if not events:
+            return set()
+        flags = self._redis.mget([contract.delivered_key(e["id"]) for e in events])
+        return {e["id"] for e, flag in zip(events, flags, strict=False) if flag is not None}
+
+    def _dead_letter_malformed(self, raw: object, problem: str) -> None:
+        event_id = raw.get("id") if isinstance(raw, dict) else None
+        placeholder: Any = {
+            "id": event_id if isinstance(event_id, str) and event_id else _new_id(),
+            "event": raw.get("event") if isinstance(raw, dict) else None,
+            "raw": raw,
+        }
+        self._dlq.add(placeholder, Reason.MALFORMED, error=problem)
+        log.error("dead-lettered evt=%s reason=malformed: %s", placeholder["id"], problem)
+
+
+def envelope_problem(raw: object) -> str:
+    """What is wrong with an event envelope taken off the queue, or '' if nothing."""
+    if not isinstance(raw, dict):
+        return f"an event must be a JSON object, not {type(raw).__name__}"
+    for name in _STR_FIELDS:
+        if not isinstance(raw.get(name), str) or not raw[name]:
+            return f"field {name!r} must be a non-empty string"
+    if not isinstance(raw.get("data"), dict):
+        return "field 'data' must be a JSON object"
+    if raw.get("account") is not None and not isinstance(raw["account"], str):
+        return "field 'account' must be a string or null"
+    attempts = raw.get("attempts", 0)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+        return "field 'attempts' must be a non-negative integer"
+    if not isinstance(raw.get("history", []), list):
+        return "field 'history' must be a list"
+    raw.setdefault("attempts", 0)
+    raw.setdefault("history", [])
+    raw.setdefault("account", None)
+    return ""
+
+
+def _with_attempt(event: Event, answer: Answer) -> Event:
+    attempt: Attempt = {
+        "at": time.time(),
+        "status": answer.status,
+        "error": answer.error,
+        "ms": answer.ms,
+    }
+    return {**event, "attempts": event["attempts"] + 1, "history": [*event["history"], attempt]}
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Retry):
+        return f"gave up after the last attempt ({outcome.reason.value})"
+    return ""
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())

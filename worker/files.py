@@ -1,0 +1,51 @@
+"""Reading events from a JSON-lines file for ``limechat-events send --file``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ParsedLines:
+    """The events of a file, the line each came from, and what was wrong with the others."""
+
+    items: list[Any] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_json_lines(lines: Iterable[bytes], source: str) -> ParsedLines:
+    """Parse each non-blank line as one JSON value; errors name the line and the column."""
+    parsed = ParsedLines()
+    for number, raw in enumerate(lines, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            parsed.errors.append(
+                f"{source} line {number}: not UTF-8 text (byte {exc.start + 1}); "
+                "is this a binary file?"
+            )
+            continue
+        if not text.strip():
+            continue
+        try:
+            parsed.items.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            parsed.errors.append(describe_json_error(exc, f"{source} line {number}"))
+            continue
+        except RecursionError:
+            parsed.errors.append(f"{source} line {number}: JSON nested too deeply")
+            continue
+        parsed.line_numbers.append(number)
+    return parsed
+
+
+def describe_json_error(exc: json.JSONDecodeError, where: str) -> str:
+    """``where, column 9: Expecting ',' delimiter`` (with the line inside a multi-line text)."""
+    position = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
+    return f"{where}, {position}: {exc.msg}"
