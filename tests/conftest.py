@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producer import Producer, ProducerSettings
-from worker.sandbox import Sandbox
 from tests.helpers import TEST_ACCOUNT, TEST_TOKEN, worker_env
+from worker.sandbox import Sandbox
 
 TEST_REDIS_URL = os.environ.get("LIMECHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -19,7 +19,9 @@ TEST_TOKEN = "test-token-5e3f9c1d-never-log-me"
 TEST_ACCOUNT = "acct-123"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -75,8 +77,11 @@ class WorkerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if wait_ready:
-            wait_for(lambda: self.saw("worker ready") or self.proc.poll() is not None,
-                     30, "the worker to start")
+            wait_for(
+                lambda: self.saw("worker ready") or self.proc.poll() is not None,
+                30,
+                "the worker to start",
+            )
             if self.proc.poll() is not None:
                 raise AssertionError("worker exited at start:\n" + self.text())
         return self
@@ -97,6 +102,7 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self._close()
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
@@ -105,12 +111,21 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        try:
-            self.terminate(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.proc.poll() is None:
+            try:
+                self.terminate(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close()
+
+    def _close(self) -> None:
+        assert self.proc is not None
+        if self._reader is not None:
+            self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextmanager

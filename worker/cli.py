@@ -161,7 +161,8 @@ def _send_file(file: Any, account: str | None, skip_invalid: bool) -> None:
     from producer import Producer
     from producer.api import _event_from_item
 
-    source = "<stdin>" if file.name in ("-", "<stdin>") else file.name
+    name = getattr(file, "name", "-")
+    source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
     parsed = parse_json_lines(file, source)
     items, lines, errors = parsed.items, parsed.line_numbers, parsed.errors
     if account is not None:

@@ -24,7 +24,7 @@ def parse_json_lines(lines: Iterable[bytes], source: str) -> ParsedLines:
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             parsed.errors.append(
                 f"{source} line {number}: not UTF-8 text (byte {exc.start + 1}); "

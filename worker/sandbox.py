@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ class Request:
     headers: dict[str, str]
     raw: bytes
     body: Any = None
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -139,10 +139,14 @@ def test_a_self_referencing_dict_is_refused() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -160,13 +164,24 @@ def test_any_json_object_small_enough_is_accepted_unchanged(data: dict[str, obje
 
 
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers()),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.binary(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers()),
 )
 
 
-@given(event=anything, phone=anything | st.text(alphabet="+0123456789 -()abc", max_size=40),
-       distinct_id=anything, data=anything | json_values, account=anything)
+@given(
+    event=anything,
+    phone=anything | st.text(alphabet="+0123456789 -()abc", max_size=40),
+    distinct_id=anything,
+    data=anything | json_values,
+    account=anything,
+)
 @settings(max_examples=500, deadline=None)
 def test_any_input_is_either_a_valid_event_or_a_validation_error_naming_a_field(
     event: object, phone: object, distinct_id: object, data: object, account: object
@@ -175,7 +190,11 @@ def test_any_input_is_either_a_valid_event_or_a_validation_error_naming_a_field(
         built = build_event(event, phone, distinct_id, data, account)
     except ValidationError as exc:
         assert exc.field.split(".")[0].split("[")[0] in {
-            "event", "phone", "distinct_id", "data", "account"
+            "event",
+            "phone",
+            "distinct_id",
+            "data",
+            "account",
         }
         return
     assert isinstance(built["event"], str) and built["event"]
