@@ -118,6 +118,10 @@ def create_app(settings: Settings) -> Celery:
             settings.concurrency,
         )
 
+    @signals.worker_shutting_down.connect(weak=False)
+    def begin_shutdown(**_: Any) -> None:
+        deliverer.stopping.set()
+
     @signals.worker_shutdown.connect(weak=False)
     def stop_scheduler(**_: Any) -> None:
         promoter.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,6 +50,9 @@ class Deliverer:
         self._schedule = schedule
         self._dlq = dead_letters
         self._rand = rand
+        #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
+        #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
+        self.stopping = threading.Event()
 
     def deliver_message(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Handle one task message: ``deliver(events)``. Raises only ``redis.RedisError``."""
@@ -73,12 +77,11 @@ class Deliverer:
             if event["id"] in done:
                 log.info("skipped evt=%s event=%s: already delivered", event["id"], event["event"])
                 continue
-            if time.monotonic() > deadline:
+            if self.stopping.is_set() or time.monotonic() > deadline:
                 for later in events[index:]:
                     self._schedule.park(later, 0.0)
-                log.warning(
-                    "batch ran long: handed %d events to the scheduler", len(events) - index
-                )
+                why = "shutting down" if self.stopping.is_set() else "batch ran long"
+                log.warning("%s: %d events handed to the scheduler", why, len(events) - index)
                 return
             self.deliver_one(event)
 

@@ -3,51 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from producer import contract
-from producer.config import env_float, env_int, env_str, redis_url
+from producer.config import DEFAULT_REDIS_URL, env_float, env_int, env_str, redis_url
 from producer.errors import ConfigError
 
 DEFAULT_API_URL = "https://flow-builder.limechat.ai/api/v1/cvf-events"
-
-#: name -> (default shown in docs, meaning); the README's table is checked against this.
-DEFAULTS: dict[str, str] = {
-    "REDIS_URL": "redis://localhost:6379/0",
-    "LIMECHAT_ACCESS_TOKEN": "(required by the worker)",
-    "LIMECHAT_ACCOUNT_ID": "(required by the worker)",
-    "LIMECHAT_API_URL": DEFAULT_API_URL,
-    "LIMECHAT_MAX_ATTEMPTS": "10",
-    "LIMECHAT_RETRY_BASE_SECONDS": "2",
-    "LIMECHAT_RETRY_MAX_SECONDS": "600",
-    "LIMECHAT_TIMEOUT_SECONDS": "10",
-    "LIMECHAT_VISIBILITY_TIMEOUT": "300",
-    "LIMECHAT_WORKER_CONCURRENCY": "16",
-    "LIMECHAT_BATCH_SIZE": str(contract.DEFAULT_BATCH_SIZE),
-    "LIMECHAT_ENQUEUE_TIMEOUT_SECONDS": "0.5",
-    "LIMECHAT_SCHEDULER_INTERVAL_SECONDS": "1",
-    "LOG_LEVEL": "INFO",
-}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a worker needs; build it with :meth:`from_env`."""
+    """Everything a worker needs; build it with :meth:`from_env`. Defaults live here only."""
 
-    access_token: str = field(repr=False)
-    account_id: str
-    redis_url: str = "redis://localhost:6379/0"
-    api_url: str = DEFAULT_API_URL
-    max_attempts: int = 10
-    retry_base_seconds: float = 2.0
-    retry_max_seconds: float = 600.0
-    timeout_seconds: float = 10.0
-    visibility_timeout: float = 300.0
-    concurrency: int = 16
-    batch_size: int = contract.DEFAULT_BATCH_SIZE
-    scheduler_interval: float = 1.0
-    log_level: str = "INFO"
+    access_token: str = field(repr=False, metadata={"env": "LIMECHAT_ACCESS_TOKEN"})
+    account_id: str = field(metadata={"env": "LIMECHAT_ACCOUNT_ID"})
+    redis_url: str = field(default=DEFAULT_REDIS_URL, metadata={"env": "REDIS_URL"})
+    api_url: str = field(default=DEFAULT_API_URL, metadata={"env": "LIMECHAT_API_URL"})
+    max_attempts: int = field(default=12, metadata={"env": "LIMECHAT_MAX_ATTEMPTS"})
+    retry_base_seconds: float = field(default=2.0, metadata={"env": "LIMECHAT_RETRY_BASE_SECONDS"})
+    retry_max_seconds: float = field(default=600.0, metadata={"env": "LIMECHAT_RETRY_MAX_SECONDS"})
+    timeout_seconds: float = field(default=10.0, metadata={"env": "LIMECHAT_TIMEOUT_SECONDS"})
+    visibility_timeout: float = field(
+        default=300.0, metadata={"env": "LIMECHAT_VISIBILITY_TIMEOUT"}
+    )
+    concurrency: int = field(default=16, metadata={"env": "LIMECHAT_WORKER_CONCURRENCY"})
+    batch_size: int = field(
+        default=contract.DEFAULT_BATCH_SIZE, metadata={"env": "LIMECHAT_BATCH_SIZE"}
+    )
+    scheduler_interval: float = field(
+        default=1.0, metadata={"env": "LIMECHAT_SCHEDULER_INTERVAL_SECONDS"}
+    )
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -63,41 +53,56 @@ class Settings:
                 "(see README, 'Configuration'; `limechat-events up` runs against the "
                 "local sandbox without them)"
             )
-        base = env_float(environ, "LIMECHAT_RETRY_BASE_SECONDS", 2.0, minimum=0.0)
-        cap = env_float(environ, "LIMECHAT_RETRY_MAX_SECONDS", 600.0, minimum=0.0)
+        d = defaults()
+        base = env_float(environ, "LIMECHAT_RETRY_BASE_SECONDS", d["retry_base_seconds"])
+        cap = env_float(environ, "LIMECHAT_RETRY_MAX_SECONDS", d["retry_max_seconds"])
         if cap < base:
             raise ConfigError(
                 f"LIMECHAT_RETRY_MAX_SECONDS ({cap:g}) must not be below "
                 f"LIMECHAT_RETRY_BASE_SECONDS ({base:g})"
             )
-        log_level = env_str(environ, "LOG_LEVEL", "INFO").upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(
-                f"LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
-            )
+        log_level = env_str(environ, "LOG_LEVEL", d["log_level"]).upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         return cls(
             access_token=environ["LIMECHAT_ACCESS_TOKEN"].strip(),
             account_id=environ["LIMECHAT_ACCOUNT_ID"].strip(),
             redis_url=redis_url(environ),
-            api_url=_api_url(environ),
-            max_attempts=env_int(environ, "LIMECHAT_MAX_ATTEMPTS", 10),
+            api_url=_api_url(environ, d["api_url"]),
+            max_attempts=env_int(environ, "LIMECHAT_MAX_ATTEMPTS", d["max_attempts"]),
             retry_base_seconds=base,
             retry_max_seconds=cap,
-            timeout_seconds=env_float(environ, "LIMECHAT_TIMEOUT_SECONDS", 10.0, minimum=0.01),
-            visibility_timeout=env_float(
-                environ, "LIMECHAT_VISIBILITY_TIMEOUT", 300.0, minimum=1.0
+            timeout_seconds=env_float(
+                environ, "LIMECHAT_TIMEOUT_SECONDS", d["timeout_seconds"], minimum=0.01
             ),
-            concurrency=env_int(environ, "LIMECHAT_WORKER_CONCURRENCY", 16),
-            batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", contract.DEFAULT_BATCH_SIZE),
+            visibility_timeout=env_float(
+                environ, "LIMECHAT_VISIBILITY_TIMEOUT", d["visibility_timeout"], minimum=1.0
+            ),
+            concurrency=env_int(environ, "LIMECHAT_WORKER_CONCURRENCY", d["concurrency"]),
+            batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", d["batch_size"]),
             scheduler_interval=env_float(
-                environ, "LIMECHAT_SCHEDULER_INTERVAL_SECONDS", 1.0, minimum=0.01
+                environ,
+                "LIMECHAT_SCHEDULER_INTERVAL_SECONDS",
+                d["scheduler_interval"],
+                minimum=0.01,
             ),
             log_level=log_level,
         )
 
 
-def _api_url(environ: Mapping[str, str]) -> str:
-    url = env_str(environ, "LIMECHAT_API_URL", DEFAULT_API_URL)
+def defaults() -> dict[str, Any]:
+    """Field name -> default, for the fields that have one."""
+    return {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+
+
+def environment_variables() -> dict[str, Any]:
+    """Variable name -> default (None when required): what the README's table documents."""
+    d = defaults()
+    return {f.metadata["env"]: d.get(f.name) for f in fields(Settings)}
+
+
+def _api_url(environ: Mapping[str, str], default: str) -> str:
+    url = env_str(environ, "LIMECHAT_API_URL", default)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"LIMECHAT_API_URL={url!r} must be an http:// or https:// URL")

@@ -257,3 +257,32 @@ def test_an_event_held_by_a_sigkilled_worker_is_delivered_after_a_restart(
     delivered = Counter(req.body["data"]["i"] for req in receiver.accepted())
     duplicates = sum(delivered.values()) - 10
     assert duplicates <= in_flight, delivered
+
+
+def test_sigterm_mid_batch_exits_promptly_and_loses_nothing(
+    producer: Producer, receiver: Sandbox, env: dict[str, str]
+) -> None:
+    def slow(req: Request) -> Reply | None:
+        time.sleep(0.5)
+        return None
+
+    receiver.responder = slow
+    producer.send_events(
+        [{"event": "order_placed", "phone": PHONE, "data": {"i": i}} for i in range(30)]
+    )
+    first = WorkerProcess(env).start()
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "deliveries under way")
+    signalled = time.monotonic()
+    assert first.terminate(timeout=20) == 0
+    took = time.monotonic() - signalled
+    first.stop()
+    # One POST in flight per thread finishes (0.5 s here), the rest of each batch is parked.
+    assert took < 2 + float(env["LIMECHAT_TIMEOUT_SECONDS"]), took
+    assert first.saw("shutting down:")
+    receiver.responder = None
+    with running_worker(env):
+        wait_for(
+            lambda: {req.body["data"]["i"] for req in receiver.accepted()} >= set(range(30)),
+            30,
+            "every event delivered by the next worker",
+        )

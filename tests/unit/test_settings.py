@@ -15,7 +15,7 @@ def test_defaults() -> None:
     s = Settings.from_env(CREDS)
     assert s.redis_url == "redis://localhost:6379/0"
     assert s.api_url == "https://flow-builder.limechat.ai/api/v1/cvf-events"
-    assert (s.max_attempts, s.retry_base_seconds, s.retry_max_seconds) == (10, 2.0, 600.0)
+    assert (s.max_attempts, s.retry_base_seconds, s.retry_max_seconds) == (12, 2.0, 600.0)
     assert (s.timeout_seconds, s.visibility_timeout, s.concurrency) == (10.0, 300.0, 16)
 
 
