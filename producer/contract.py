@@ -6,6 +6,8 @@ its own ``_kombu.binding.*`` bookkeeping keys when a worker declares the queue).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 PREFIX = "limechat"
 
 #: The Redis list the workers consume (a Celery queue on kombu's Redis transport).
@@ -58,3 +60,16 @@ def delivered_key(event_id: str) -> str:
 
 #: How long a delivered event is remembered, so a redelivery after a crash is not sent twice.
 DELIVERED_MARKER_TTL_SECONDS = 24 * 60 * 60
+
+
+class RateKeys(NamedTuple):
+    reserve: str
+    gate: str
+    pause: str
+    factor: str
+
+
+def rate_keys(account: str) -> RateKeys:
+    """The rate limiter's keys for one account (hash-tagged: one Redis Cluster slot each)."""
+    base = f"{PREFIX}:rate:{{{account}}}"
+    return RateKeys(f"{base}:reserve", f"{base}:gate", f"{base}:pause", f"{base}:factor")

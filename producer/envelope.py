@@ -19,7 +19,7 @@ class Attempt(TypedDict):
     ms: int
 
 
-class Event(TypedDict):
+class _EventFields(TypedDict):
     id: str
     event: str
     phone: str
@@ -29,6 +29,11 @@ class Event(TypedDict):
     created_at: float
     attempts: int
     history: list[Attempt]
+
+
+class Event(_EventFields, total=False):
+    #: A send time the rate limiter reserved for this event while it waits in the schedule.
+    slot_at: float
 
 
 def new_event(

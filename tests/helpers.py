@@ -48,6 +48,7 @@ def worker_env(redis_url: str, api_url: str, **overrides: str) -> dict[str, str]
         LIMECHAT_VISIBILITY_TIMEOUT="4",
         LIMECHAT_SCHEDULER_INTERVAL_SECONDS="0.1",
         LIMECHAT_WORKER_CONCURRENCY="4",
+        LIMECHAT_RATE_LIMIT="off",
         LOG_LEVEL="DEBUG",
         PYTHONUNBUFFERED="1",
     )
@@ -77,12 +78,17 @@ class WorkerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if wait_ready:
-            wait_for(
-                lambda: self.saw("worker ready") or self.proc.poll() is not None,
-                30,
-                "the worker to start",
-            )
+            try:
+                wait_for(
+                    lambda: self.saw("worker ready") or self.proc.poll() is not None,
+                    30,
+                    "the worker to start",
+                )
+            except AssertionError:
+                self.kill()  # never leave a half-started worker consuming behind us
+                raise
             if self.proc.poll() is not None:
+                self._close()
                 raise AssertionError("worker exited at start:\n" + self.text())
         return self
 

@@ -16,6 +16,7 @@ from producer import contract
 from .deadletter import DeadLetters
 from .delivery import Deliverer
 from .limechat import LimechatClient
+from .ratelimit import RateLimiter
 from .schedule import Promoter, RetrySchedule
 from .settings import Settings
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> Celery:
     schedule = RetrySchedule(
         client, batch_size=settings.batch_size, claim_timeout=settings.visibility_timeout
     )
+    rate = settings.rate
     deliverer = Deliverer(
         settings,
         client,
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> Celery:
         ),
         schedule,
         DeadLetters(client, batch_size=settings.batch_size),
+        limiter=None if rate is None else RateLimiter(client, settings.account_id, rate),
     )
 
     @app.task(name=contract.TASK_DELIVER, acks_late=True, reject_on_worker_lost=True)
@@ -111,11 +114,12 @@ def create_app(settings: Settings) -> Celery:
     def start_scheduler(**_: Any) -> None:
         promoter.start()
         log.info(
-            "worker ready: queue=%s api=%s account=%s concurrency=%d",
+            "worker ready: queue=%s api=%s account=%s concurrency=%d rate=%s",
             contract.QUEUE,
             settings.api_url,
             settings.account_id,
             settings.concurrency,
+            rate or "off",
         )
 
     @signals.worker_shutting_down.connect(weak=False)

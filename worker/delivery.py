@@ -23,10 +23,18 @@ from .deadletter import DeadLetters
 from .limechat import Answer, LimechatClient
 from .logs import mask_phone
 from .outcome import DeadLetter, Delivered, Outcome, Reason, Retry, classify_error, classify_status
+from .ratelimit import RateLimiter
 from .schedule import RetrySchedule
 from .settings import Settings
 
 log = logging.getLogger("limechat_events.delivery")
+
+#: A wait for a rate-limit slot up to this long is slept; a longer one parks the event.
+MAX_SLOT_SLEEP_SECONDS = 1.0
+#: A parked event comes back this long before its slot, and sleeps the rest.
+SLOT_LEAD_SECONDS = 0.5
+#: Times a thread asks the limiter for one event before handing it to the schedule.
+_LIMITER_TRIES = 20
 
 _STR_FIELDS = ("id", "event", "phone", "distinct_id")
 
@@ -42,6 +50,7 @@ class Deliverer:
         schedule: RetrySchedule,
         dead_letters: DeadLetters,
         *,
+        limiter: RateLimiter | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
@@ -49,6 +58,7 @@ class Deliverer:
         self._limechat = limechat
         self._schedule = schedule
         self._dlq = dead_letters
+        self._limiter = limiter
         self._rand = rand
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
@@ -97,8 +107,14 @@ class Deliverer:
                 "dead-lettered evt=%s event=%s reason=unknown_account", event["id"], event["event"]
             )
             return
+        if self._limiter is not None and not self._take_slot(event, self._limiter):
+            return  # parked until its slot
+        event.pop("slot_at", None)
         answer = self._limechat.post(event)
         outcome = self._classify(answer)
+        if self._limiter is not None and answer.status == 429:
+            until = self._limiter.pause(getattr(outcome, "retry_after", None))
+            log.warning("account paused by a 429 until %.3f (Redis clock)", until)
         event = _with_attempt(event, answer)
         if isinstance(outcome, Delivered):
             self._redis.set(
@@ -136,6 +152,27 @@ class Deliverer:
                 answer.ms,
                 mask_phone(event["phone"]),
             )
+
+    def _take_slot(self, event: Event, limiter: RateLimiter) -> bool:
+        """Wait for the account's rate limit: True to send now, False if parked for later.
+
+        Short waits are slept; a long one parks the event (no attempt counted) holding its
+        reserved slot, to come back just before it.
+        """
+        held = event.get("slot_at")
+        for _ in range(_LIMITER_TRIES):
+            grant = limiter.acquire(held)
+            if grant.go:
+                return True
+            if grant.wait > MAX_SLOT_SLEEP_SECONDS:
+                self._schedule.park({**event, "slot_at": grant.at}, grant.wait - SLOT_LEAD_SECONDS)
+                log.debug("rate limited evt=%s: slot in %.2fs, parked", event["id"], grant.wait)
+                return False
+            time.sleep(grant.wait)
+            held = grant.at
+        # Crowded out of the gate many times in a row: let the schedule bring it back.
+        self._schedule.park({**event, "slot_at": grant.at}, 0.0)
+        return False
 
     def _park(self, event: Event, outcome: Retry, answer: Answer) -> None:
         delay = retry_delay(

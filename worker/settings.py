@@ -11,6 +11,8 @@ from producer import contract
 from producer.config import DEFAULT_REDIS_URL, env_float, env_int, env_str, redis_url
 from producer.errors import ConfigError
 
+from .ratelimit import Rate, parse_rate
+
 DEFAULT_API_URL = "https://flow-builder.limechat.ai/api/v1/cvf-events"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -23,6 +25,8 @@ class Settings:
     account_id: str = field(metadata={"env": "LIMECHAT_ACCOUNT_ID"})
     redis_url: str = field(default=DEFAULT_REDIS_URL, metadata={"env": "REDIS_URL"})
     api_url: str = field(default=DEFAULT_API_URL, metadata={"env": "LIMECHAT_API_URL"})
+    rate_limit: str = field(default="10/s", metadata={"env": "LIMECHAT_RATE_LIMIT"})
+    rate_burst: int = field(default=5, metadata={"env": "LIMECHAT_RATE_BURST"})
     max_attempts: int = field(default=12, metadata={"env": "LIMECHAT_MAX_ATTEMPTS"})
     retry_base_seconds: float = field(default=2.0, metadata={"env": "LIMECHAT_RETRY_BASE_SECONDS"})
     retry_max_seconds: float = field(default=600.0, metadata={"env": "LIMECHAT_RETRY_MAX_SECONDS"})
@@ -35,9 +39,14 @@ class Settings:
         default=contract.DEFAULT_BATCH_SIZE, metadata={"env": "LIMECHAT_BATCH_SIZE"}
     )
     scheduler_interval: float = field(
-        default=1.0, metadata={"env": "LIMECHAT_SCHEDULER_INTERVAL_SECONDS"}
+        default=0.25, metadata={"env": "LIMECHAT_SCHEDULER_INTERVAL_SECONDS"}
     )
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+
+    @property
+    def rate(self) -> Rate | None:
+        """The parsed rate limit, or None when it is off."""
+        return parse_rate(self.rate_limit, self.rate_burst)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -61,6 +70,9 @@ class Settings:
                 f"LIMECHAT_RETRY_MAX_SECONDS ({cap:g}) must not be below "
                 f"LIMECHAT_RETRY_BASE_SECONDS ({base:g})"
             )
+        rate_limit = env_str(environ, "LIMECHAT_RATE_LIMIT", d["rate_limit"])
+        rate_burst = env_int(environ, "LIMECHAT_RATE_BURST", d["rate_burst"])
+        parse_rate(rate_limit, rate_burst)  # refuse a bad value now, naming the variable
         log_level = env_str(environ, "LOG_LEVEL", d["log_level"]).upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
@@ -69,6 +81,8 @@ class Settings:
             account_id=environ["LIMECHAT_ACCOUNT_ID"].strip(),
             redis_url=redis_url(environ),
             api_url=_api_url(environ, d["api_url"]),
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
             max_attempts=env_int(environ, "LIMECHAT_MAX_ATTEMPTS", d["max_attempts"]),
             retry_base_seconds=base,
             retry_max_seconds=cap,
