@@ -42,6 +42,13 @@ RETRY_EVENTS = f"{PREFIX}:retry:events"
 DLQ_INDEX = f"{PREFIX}:dlq:index"
 #: hash: event id -> dead-letter entry (JSON)
 DLQ_ENTRIES = f"{PREFIX}:dlq:entries"
+#: hash: event id -> reason, and reason -> number of entries (depth by reason in one read)
+DLQ_REASONS = f"{PREFIX}:dlq:reasons"
+DLQ_REASON_COUNTS = f"{PREFIX}:dlq:reason_counts"
+#: hash of counters (delivered, retried, dead_lettered, per event name, per HTTP status)
+STATS_COUNTERS = f"{PREFIX}:stats"
+#: sorted set: worker name -> last time its scheduler looped (who is alive)
+WORKERS = f"{PREFIX}:workers"
 #: kombu's bookkeeping of messages a worker holds but has not acknowledged
 UNACKED = f"{PREFIX}:unacked"
 UNACKED_INDEX = f"{PREFIX}:unacked_index"

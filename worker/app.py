@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -16,9 +18,12 @@ from producer import contract
 from .deadletter import DeadLetters
 from .delivery import Deliverer
 from .limechat import LimechatClient
+from .logs import configure as configure_logging
 from .ratelimit import RateLimiter
+from .reporting import init_sentry, report_dead_letter
 from .schedule import Promoter, RetrySchedule
 from .settings import Settings
+from .stats import heartbeat, worker_name
 
 log = logging.getLogger("limechat_events.worker")
 
@@ -56,6 +61,28 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def build_deliverer(
+    settings: Settings,
+    client: redis.Redis,
+    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
+) -> Deliverer:
+    """The delivery machinery of one worker process, wired from ``settings``."""
+    rate = settings.rate
+    return Deliverer(
+        settings,
+        client,
+        LimechatClient(
+            settings.api_url, settings.access_token, settings.account_id, settings.timeout_seconds
+        ),
+        RetrySchedule(
+            client, batch_size=settings.batch_size, claim_timeout=settings.visibility_timeout
+        ),
+        DeadLetters(client, batch_size=settings.batch_size),
+        limiter=None if rate is None else RateLimiter(client, settings.account_id, rate),
+        on_dead_letter=on_dead_letter,
+    )
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app delivering events with ``settings``; runs its scheduler while it works."""
     app = Celery("limechat_events", broker=settings.redis_url, set_as_current=True)
@@ -79,24 +106,17 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options=broker_options(settings),
     )
 
+    @signals.setup_logging.connect(weak=False)
+    def setup_logging(**_: Any) -> None:
+        # Connecting here keeps Celery from installing its own handlers beside ours.
+        configure_logging(settings.log_level, settings.log_format)
+
+    sentry_on = init_sentry(settings)
     client = state_client(settings.redis_url)
-    schedule = RetrySchedule(
-        client, batch_size=settings.batch_size, claim_timeout=settings.visibility_timeout
+    deliverer = build_deliverer(
+        settings, client, on_dead_letter=report_dead_letter if sentry_on else None
     )
-    rate = settings.rate
-    deliverer = Deliverer(
-        settings,
-        client,
-        LimechatClient(
-            settings.api_url,
-            settings.access_token,
-            settings.account_id,
-            settings.timeout_seconds,
-        ),
-        schedule,
-        DeadLetters(client, batch_size=settings.batch_size),
-        limiter=None if rate is None else RateLimiter(client, settings.account_id, rate),
-    )
+    schedule, dead_letters = deliverer.schedule, deliverer.dead_letters
 
     @app.task(name=contract.TASK_DELIVER, acks_late=True, reject_on_worker_lost=True)
     def deliver(*args: Any, **kwargs: Any) -> None:
@@ -108,18 +128,33 @@ def create_app(settings: Settings) -> Celery:
             log.warning("Redis failed mid-delivery (%s); returning the message", exc)
             raise Reject(str(exc), requeue=True) from exc
 
-    promoter = Promoter(schedule, settings.scheduler_interval)
+    name = worker_name()
+    chores: list[tuple[float, Any]] = [(5.0, lambda: heartbeat(client, name))]
+    if settings.dlq_max_entries or settings.dlq_max_age_seconds:
+        chores.append(
+            (
+                60.0,
+                lambda: dead_letters.trim(
+                    settings.dlq_max_entries or None,
+                    settings.dlq_max_age_seconds or None,
+                    time.time(),
+                ),
+            )
+        )
+    promoter = Promoter(schedule, settings.scheduler_interval, chores)
 
     @signals.worker_ready.connect(weak=False)
     def start_scheduler(**_: Any) -> None:
         promoter.start()
         log.info(
-            "worker ready: queue=%s api=%s account=%s concurrency=%d rate=%s",
+            "worker ready (%s): queue=%s api=%s account=%s concurrency=%d rate=%s sentry=%s",
+            name,
             contract.QUEUE,
             settings.api_url,
             settings.account_id,
             settings.concurrency,
-            rate or "off",
+            settings.rate or "off",
+            "on" if sentry_on else "off",
         )
 
     @signals.worker_shutting_down.connect(weak=False)

@@ -65,9 +65,7 @@ def worker(concurrency: int | None) -> None:
 
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
     from .app import create_app
-    from .logs import configure
 
-    configure(settings.log_level)
     app = create_app(settings)
     app.worker_main(
         [
@@ -231,49 +229,434 @@ def up(sandbox_port: int) -> None:
 
 @main.group()
 def dlq() -> None:
-    """Inspect and replay the dead-letter queue."""
+    """Inspect, replay, purge, export and import dead letters.
+
+    \b
+    Filters (list, replay, purge, export):
+      --event NAME        the event name, e.g. order_placed
+      --status CODE       an HTTP status (400) or a class (4xx, 5xx)
+      --reason KIND       http_4xx, auth, exhausted, malformed, redirect, unknown_account, ...
+      --since / --until   ISO time (2026-11-26T08:00Z) or relative (30m, 2h, 7d)
+    """
+
+
+def selection_options(command: Any) -> Any:
+    options = [
+        click.option("--event", "event_name", metavar="NAME", help="Only this event name."),
+        click.option("--status", metavar="CODE", help="Only this HTTP status: 404, 4xx or 5xx."),
+        click.option("--reason", metavar="KIND", help="Only this reason (auth, exhausted, ...)."),
+        click.option("--since", metavar="TIME", help="Dead-lettered at or after: ISO or 2h."),
+        click.option("--until", metavar="TIME", help="Dead-lettered at or before: ISO or 2h."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _selection(
+    event_name: str | None,
+    status: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+) -> Any:
+    import time
+
+    from .selection import Selection, SelectionError, parse_status, parse_time
+
+    now = time.time()
+    try:
+        return Selection(
+            event=event_name,
+            status=parse_status(status) if status else None,
+            reason=reason,
+            since=parse_time(since, now, "--since") if since else None,
+            until=parse_time(until, now, "--until") if until else None,
+        )
+    except SelectionError as exc:
+        _fail(str(exc), 2)
+
+
+def _when(epoch: object) -> str:
+    import datetime
+
+    if not isinstance(epoch, (int, float)):
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ"
+    )
+
+
+def _print_table(entries: list[dict[str, Any]]) -> None:
+    click.echo(
+        f"{'EVENT ID':36}  {'DEAD-LETTERED':20}  {'EVENT':24}  {'REASON':16}  {'STATUS':>6}  "
+        "ATTEMPTS"
+    )
+    for e in entries:
+        name = str((e.get("event") or {}).get("event"))
+        status = e.get("status")
+        click.echo(
+            f"{e['event_id']:36}  {_when(e.get('dead_lettered_at')):20}  {name[:24]:24}  "
+            f"{e['reason']:16}  {status if status is not None else '-':>6}  {e['attempts']}"
+        )
 
 
 @dlq.command("list")
-@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+@selection_options
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
-def dlq_list(as_json: bool, limit: int | None) -> None:
-    """List dead letters, oldest first."""
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of entries, for scripts.")
+def dlq_list(as_json: bool, limit: int | None, **filters: Any) -> None:
+    """List dead letters, oldest first: a table, or --json."""
     from .deadletter import DeadLetters
 
-    entries = _redis_call(lambda r: DeadLetters(r).list(limit))
+    selection = _selection(**filters)
+    entries = _redis_call(lambda r: DeadLetters(r).list(selection, limit))
     if as_json:
         click.echo(json.dumps(entries, ensure_ascii=False, indent=2))
-        return
-    if not entries:
-        click.echo("the dead-letter queue is empty")
-        return
-    click.echo(f"{'EVENT ID':36}  {'EVENT':24}  {'REASON':16}  {'STATUS':6}  ATTEMPTS")
-    for e in entries:
-        name = str((e.get("event") or {}).get("event"))
+    elif not entries:
         click.echo(
-            f"{e['event_id']:36}  {name[:24]:24}  {e['reason']:16}  "
-            f"{e['status'] if e['status'] is not None else '-':>6}  {e['attempts']}"
+            "no dead letters"
+            + (" match" if selection != _selection(None, None, None, None, None) else "")
         )
+    else:
+        _print_table(entries)
+
+
+@dlq.command("show")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="The stored entry as JSON.")
+def dlq_show(event_id: str, as_json: bool) -> None:
+    """Everything stored for one dead letter: why, the event, every attempt."""
+    from .deadletter import DeadLetters
+
+    entry = _redis_call(lambda r: DeadLetters(r).get(event_id))
+    if entry is None:
+        _fail(f"no dead letter with id {event_id}", 1)
+    if as_json:
+        click.echo(json.dumps(entry, ensure_ascii=False, indent=2))
+        return
+    event = dict(entry.get("event") or {})
+    history = event.pop("history", []) or []
+    click.echo(f"event id:        {entry['event_id']}")
+    click.echo(f"reason:          {entry['reason']}")
+    click.echo(
+        f"status:          {entry.get('status') if entry.get('status') is not None else '-'}"
+    )
+    click.echo(f"attempts:        {entry.get('attempts')}")
+    click.echo(f"account:         {entry.get('account') or '(the worker default)'}")
+    click.echo(f"created:         {_when(event.get('created_at'))}")
+    click.echo(f"first attempt:   {_when(entry.get('first_attempt_at'))}")
+    click.echo(f"last attempt:    {_when(entry.get('last_attempt_at'))}")
+    click.echo(f"dead-lettered:   {_when(entry.get('dead_lettered_at'))}")
+    click.echo(f"error:           {entry.get('error') or '-'}")
+    click.echo(f"response body:   {entry.get('response_body') or '-'}")
+    click.echo("event:")
+    click.echo(json.dumps(event, ensure_ascii=False, indent=2))
+    click.echo("attempts:" if history else "attempts: none (dead-lettered before any request)")
+    for number, attempt in enumerate(history, start=1):
+        status = attempt.get("status")
+        click.echo(
+            f"  {number:>2}. {_when(attempt.get('at'))}  status={status if status else '-'}  "
+            f"ms={attempt.get('ms')}  {attempt.get('error') or ''}".rstrip()
+        )
+
+
+def _bulk(
+    verb: str,
+    event_ids: tuple[str, ...],
+    select_all: bool,
+    dry_run: bool,
+    filters: dict[str, Any],
+) -> tuple[Any, list[str] | None, Any]:
+    """Shared by replay and purge: the selection, the ids, and the DeadLetters object."""
+    from .deadletter import DeadLetters
+
+    selection = _selection(**filters)
+    if select_all == bool(event_ids):
+        _fail(f"give event ids or --all to {verb} (filters narrow --all)", 2)
+    ids = list(event_ids) if event_ids else None
+    return selection, ids, DeadLetters(_state_redis())
+
+
+def _preview(dead: Any, selection: Any, ids: list[str] | None, verb: str) -> int:
+    if ids is not None:
+        entries = [e for e in (dead.get(i) for i in ids) if e and selection.matches(e)]
+    else:
+        entries = list(dead.select(selection))
+    if entries:
+        _print_table(entries[:50])
+        if len(entries) > 50:
+            click.echo(f"... and {len(entries) - 50} more")
+    click.echo(f"would {verb} {len(entries)} dead letter(s)")
+    return len(entries)
+
+
+def _with_progress(total: int, label: str, work: Any) -> int:
+    """Run ``work(on_progress)`` with a progress bar when stderr is a terminal."""
+    if not sys.stderr.isatty() or total < 1000:
+        return int(work(None))
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        seen = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        return int(work(advance))
 
 
 @dlq.command("replay")
 @click.argument("event_ids", nargs=-1)
-@click.option("--all", "replay_all", is_flag=True, help="Replay every entry.")
-def dlq_replay(event_ids: tuple[str, ...], replay_all: bool) -> None:
-    """Put dead letters back on the queue with fresh attempts (same rate limit, same path).
+@click.option("--all", "select_all", is_flag=True, help="Every entry (narrowed by filters).")
+@selection_options
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; change nothing.")
+def dlq_replay(event_ids: tuple[str, ...], select_all: bool, dry_run: bool, **filters: Any) -> None:
+    """Put dead letters back on the queue with fresh attempts.
 
-    Each chunk leaves the DLQ in the same atomic step that puts it back on the queue.
+    They go through the normal path (same rate limit), in batches; each batch leaves the DLQ
+    in the same atomic step that queues it, so an interrupted replay loses nothing.
     """
+    import redis
+
+    selection, ids, dead = _bulk("replay", event_ids, select_all, dry_run, filters)
+    try:
+        if dry_run:
+            _preview(dead, selection, ids, "replay")
+            return
+        total = len(ids) if ids is not None else dead.count()
+        count = _with_progress(
+            total, "replaying", lambda p: dead.replay(selection, ids=ids, on_progress=p)
+        )
+    except redis.RedisError as exc:
+        _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+    click.echo(f"replayed {count} event(s)")
+
+
+@dlq.command("purge")
+@click.argument("event_ids", nargs=-1)
+@click.option("--all", "select_all", is_flag=True, help="Every entry (narrowed by filters).")
+@selection_options
+@click.option("--dry-run", is_flag=True, help="Say what would be purged; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(
+    event_ids: tuple[str, ...], select_all: bool, dry_run: bool, yes: bool, **filters: Any
+) -> None:
+    """Delete dead letters for good (asks first unless --yes)."""
+    import redis
+
+    selection, ids, dead = _bulk("purge", event_ids, select_all, dry_run, filters)
+    try:
+        if dry_run:
+            _preview(dead, selection, ids, "purge")
+            return
+        if not yes:
+            what = f"{len(ids)} listed" if ids is not None else "the selected"
+            if not sys.stdin.isatty():
+                _fail("purge deletes dead letters for good: add --yes to confirm", 2)
+            click.confirm(f"Delete {what} dead letters for good?", abort=True)
+        total = len(ids) if ids is not None else dead.count()
+        count = _with_progress(
+            total, "purging", lambda p: dead.purge(selection, ids=ids, on_progress=p)
+        )
+    except redis.RedisError as exc:
+        _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+    click.echo(f"purged {count} dead letter(s)")
+
+
+@dlq.command("export")
+@click.argument("file", type=click.File("w", encoding="utf-8"), default="-")
+@selection_options
+@click.option(
+    "--bodies",
+    is_flag=True,
+    help="Write LimeChat request bodies (for `send --file`) instead of entries.",
+)
+def dlq_export(file: Any, bodies: bool, **filters: Any) -> None:
+    """Write the selected entries as JSON lines to FILE (default: stdout).
+
+    Entries keep everything (for audit, or to edit and bring back with `dlq import`);
+    --bodies writes just what LimeChat receives, for `send --file` (new event ids).
+    """
+    from producer.envelope import request_body
+
     from .deadletter import DeadLetters
 
-    if replay_all == bool(event_ids):
-        _fail("give event ids or --all (not both)", 2)
-    if replay_all:
-        count = _redis_call(lambda r: DeadLetters(r).replay_all())
-    else:
-        count = _redis_call(lambda r: DeadLetters(r).replay(event_ids))
-    click.echo(f"replayed {count} event(s)")
+    selection = _selection(**filters)
+    count = 0
+    for entry in _redis_call(lambda r: list(DeadLetters(r).select(selection))):
+        record = request_body(entry["event"]) if bodies else entry
+        file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    click.echo(f"exported {count} dead letter(s)", err=True)
+
+
+@dlq.command("import")
+@click.argument("file", type=click.File("rb"))
+def dlq_import(file: Any) -> None:
+    """Queue the events of an exported (and perhaps edited) file again, with fresh attempts.
+
+    Each line is an entry written by `dlq export`. Every event is validated first (all or
+    nothing, errors by line); the events keep their ids, and leave the DLQ as they are queued.
+    """
+    from producer.api import build_event
+    from producer.envelope import Event
+
+    from .deadletter import DeadLetters
+
+    name = getattr(file, "name", "-")
+    source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
+    parsed = parse_json_lines(file, source)
+    errors = list(parsed.errors)
+    events: list[Event] = []
+    for item, line in zip(parsed.items, parsed.line_numbers, strict=True):
+        envelope = item.get("event") if isinstance(item, dict) else None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("id"), str):
+            errors.append(f"{source} line {line}: not a dead-letter entry (no event with an id)")
+            continue
+        try:
+            checked = build_event(
+                envelope.get("event"),
+                envelope.get("phone"),
+                envelope.get("distinct_id"),
+                envelope.get("data"),
+                envelope.get("account"),
+            )
+        except ValidationError as exc:
+            errors.append(f"{source} line {line}: {exc}")
+            continue
+        events.append(
+            {
+                **checked,
+                "id": envelope["id"],
+                "created_at": envelope.get("created_at", checked["created_at"]),
+            }
+        )
+    if errors:
+        for message in errors:
+            click.echo(f"error: {message}", err=True)
+        _fail(f"{len(errors)} bad line(s) in {source}; nothing was imported", 2)
+    left = _redis_call(lambda r: DeadLetters(r).enqueue_and_remove(events))
+    click.echo(f"queued {len(events)} event(s); {left} of them left the DLQ")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until Ctrl-C.")
+def stats(as_json: bool, watch: bool) -> None:
+    """Queue depth, parked retries, the DLQ by reason, counters, the rate limit and pause.
+
+    Counters live in Redis and cover every worker. The rate limit shown is the account in
+    LIMECHAT_ACCOUNT_ID, if set.
+    """
+    import time
+
+    from .ratelimit import parse_rate
+    from .stats import snapshot
+
+    account = os.environ.get("LIMECHAT_ACCOUNT_ID") or None
+    try:
+        rate = parse_rate(
+            os.environ.get("LIMECHAT_RATE_LIMIT") or "10/s",
+            int(os.environ.get("LIMECHAT_RATE_BURST") or 5),
+        )
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc), 2)
+    while True:
+        data = _redis_call(lambda r: snapshot(r, account, rate))
+        if as_json:
+            click.echo(json.dumps(data, ensure_ascii=False))
+        else:
+            if watch:
+                click.clear()
+            _print_stats(data)
+        if not watch:
+            return
+        try:
+            time.sleep(2)
+        except KeyboardInterrupt:
+            return
+
+
+def _print_stats(data: dict[str, Any]) -> None:
+    queue, retries, dead = data["queue"], data["retries"], data["dlq"]
+    due = retries["next_due_in_seconds"]
+    click.echo(f"queue:      {queue['waiting']} waiting, {queue['in_flight']} in flight")
+    click.echo(
+        f"retries:    {retries['parked']} parked"
+        + (f", next due in {max(due, 0):.1f}s" if due is not None else "")
+    )
+    reasons = ", ".join(f"{k} {v}" for k, v in dead["by_reason"].items())
+    click.echo(f"dlq:        {dead['depth']}" + (f" ({reasons})" if reasons else ""))
+    c = data["counters"]
+    click.echo(
+        f"totals:     delivered {c['delivered']}, retried {c['retried']}, "
+        f"dead-lettered {c['dead_lettered']}, trimmed by retention {c['dlq_trimmed']}"
+    )
+    rl = data["rate_limit"]
+    pause = f", PAUSED for {rl['paused_for_seconds']:.1f}s" if rl["paused_for_seconds"] else ""
+    effective = rl["effective_per_second"]
+    slowed = ""
+    if (
+        effective is not None
+        and rl["limit"] != "off"
+        and not rl["limit"].startswith(f"{effective:g}/")
+    ):
+        slowed = f", slowed by 429s to {effective:g}/s"
+    click.echo(f"rate limit: {rl['limit']} for account {rl['account'] or '-'}{slowed}{pause}")
+    click.echo(f"workers:    {data['workers_alive']} alive")
+    if data["by_event"]:
+        click.echo("by event:")
+        for name, counts in data["by_event"].items():
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            click.echo(f"  {name}: {parts}")
+    if data["by_status"]:
+        click.echo("by HTTP status: " + ", ".join(f"{k} {v}" for k, v in data["by_status"].items()))
+
+
+@main.group()
+def retries() -> None:
+    """Events parked for a later attempt (or for their rate-limit slot)."""
+
+
+@retries.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def retries_list(as_json: bool, limit: int) -> None:
+    """What is parked, when it is due, and why."""
+    from .schedule import parked
+
+    entries = _redis_call(lambda r: parked(r, limit))
+    if as_json:
+        click.echo(json.dumps(entries, ensure_ascii=False, indent=2))
+        return
+    if not entries:
+        click.echo("nothing is parked")
+        return
+    click.echo(f"{'EVENT ID':36}  {'EVENT':24}  {'DUE IN':>8}  {'ATTEMPTS':>8}  WHY")
+    for e in entries:
+        click.echo(
+            f"{e['event_id']:36}  {str(e['event'])[:24]:24}  {e['due_in_seconds']:>7.1f}s  "
+            f"{e['attempts']:>8}  {e['why']}"
+        )
+
+
+@main.command()
+def ping() -> None:
+    """Exit 0 if Redis answers and the worker's configuration is valid (for health checks)."""
+    from .app import state_client
+    from .settings import Settings
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        _fail(str(exc), 1)
+    import redis
+
+    try:
+        state_client(settings.redis_url).ping()
+    except redis.RedisError as exc:
+        _fail(f"Redis at {redacted_url(settings.redis_url)}: {type(exc).__name__}: {exc}", 1)
+    click.echo("ok")
 
 
 def _redis_call(action: Any) -> Any:

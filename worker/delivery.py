@@ -21,11 +21,12 @@ from producer.envelope import Attempt, Event
 from .backoff import parse_retry_after, retry_delay
 from .deadletter import DeadLetters
 from .limechat import Answer, LimechatClient
-from .logs import mask_phone
+from .logs import log_outcome
 from .outcome import DeadLetter, Delivered, Outcome, Reason, Retry, classify_error, classify_status
 from .ratelimit import RateLimiter
 from .schedule import RetrySchedule
 from .settings import Settings
+from .stats import count_outcome
 
 log = logging.getLogger("limechat_events.delivery")
 
@@ -51,14 +52,16 @@ class Deliverer:
         dead_letters: DeadLetters,
         *,
         limiter: RateLimiter | None = None,
+        on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self._redis = client
         self._limechat = limechat
-        self._schedule = schedule
-        self._dlq = dead_letters
+        self.schedule = schedule
+        self.dead_letters = dead_letters
         self._limiter = limiter
+        self._on_dead_letter = on_dead_letter
         self._rand = rand
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
@@ -89,7 +92,7 @@ class Deliverer:
                 continue
             if self.stopping.is_set() or time.monotonic() > deadline:
                 for later in events[index:]:
-                    self._schedule.park(later, 0.0)
+                    self.schedule.park(later, 0.0)
                 why = "shutting down" if self.stopping.is_set() else "batch ran long"
                 log.warning("%s: %d events handed to the scheduler", why, len(events) - index)
                 return
@@ -98,14 +101,8 @@ class Deliverer:
     def deliver_one(self, event: Event) -> None:
         account = event.get("account")
         if account is not None and account != self.settings.account_id:
-            self._dlq.add(
-                event,
-                Reason.UNKNOWN_ACCOUNT,
-                error=f"account {account!r} is not this worker's LIMECHAT_ACCOUNT_ID",
-            )
-            log.error(
-                "dead-lettered evt=%s event=%s reason=unknown_account", event["id"], event["event"]
-            )
+            error = f"account {account!r} is not this worker's LIMECHAT_ACCOUNT_ID"
+            self._dead_letter(event, Reason.UNKNOWN_ACCOUNT, None, error)
             return
         if self._limiter is not None and not self._take_slot(event, self._limiter):
             return  # parked until its slot
@@ -117,41 +114,35 @@ class Deliverer:
             log.warning("account paused by a 429 until %.3f (Redis clock)", until)
         event = _with_attempt(event, answer)
         if isinstance(outcome, Delivered):
-            self._redis.set(
-                contract.delivered_key(event["id"]),
-                "1",
-                ex=contract.DELIVERED_MARKER_TTL_SECONDS,
-            )
-            log.info(
-                "delivered evt=%s event=%s status=%s attempt=%d ms=%d phone=%s",
-                event["id"],
-                event["event"],
-                answer.status,
-                event["attempts"],
-                answer.ms,
-                mask_phone(event["phone"]),
-            )
+            self._delivered(event, answer)
         elif isinstance(outcome, Retry) and event["attempts"] < self.settings.max_attempts:
             self._park(event, outcome, answer)
         else:
             reason = outcome.reason if isinstance(outcome, DeadLetter) else Reason.EXHAUSTED
-            self._dlq.add(
-                event,
-                reason,
-                status=answer.status,
-                response_body=answer.body,
-                error=answer.error or _describe(outcome),
-            )
-            log.error(
-                "dead-lettered evt=%s event=%s reason=%s status=%s attempt=%d ms=%d phone=%s",
-                event["id"],
-                event["event"],
-                reason.value,
-                answer.status,
-                event["attempts"],
-                answer.ms,
-                mask_phone(event["phone"]),
-            )
+            self._dead_letter(event, reason, answer, answer.error or _describe(outcome))
+
+    def _delivered(self, event: Event, answer: Answer) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(contract.delivered_key(event["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS)
+        count_outcome(pipe, "delivered", event["event"], answer.status)
+        pipe.execute()
+        log_outcome(log, logging.INFO, "delivered", event, answer)
+
+    def _dead_letter(self, event: Event, reason: Reason, answer: Answer | None, error: str) -> None:
+        entry, new = self.dead_letters.add(
+            event,
+            reason,
+            status=answer.status if answer else None,
+            response_body=answer.body if answer else "",
+            error=error,
+        )
+        if new:  # a redelivered event dead-lettered again is neither counted nor reported twice
+            pipe = self._redis.pipeline(transaction=False)
+            count_outcome(pipe, "dead_lettered", str(event.get("event")), entry["status"])
+            pipe.execute()
+        log_outcome(log, logging.ERROR, "dead-lettered", event, answer, reason=reason.value)
+        if new and self._on_dead_letter is not None:
+            self._on_dead_letter(entry)
 
     def _take_slot(self, event: Event, limiter: RateLimiter) -> bool:
         """Wait for the account's rate limit: True to send now, False if parked for later.
@@ -165,13 +156,13 @@ class Deliverer:
             if grant.go:
                 return True
             if grant.wait > MAX_SLOT_SLEEP_SECONDS:
-                self._schedule.park({**event, "slot_at": grant.at}, grant.wait - SLOT_LEAD_SECONDS)
+                self.schedule.park({**event, "slot_at": grant.at}, grant.wait - SLOT_LEAD_SECONDS)
                 log.debug("rate limited evt=%s: slot in %.2fs, parked", event["id"], grant.wait)
                 return False
             time.sleep(grant.wait)
             held = grant.at
         # Crowded out of the gate many times in a row: let the schedule bring it back.
-        self._schedule.park({**event, "slot_at": grant.at}, 0.0)
+        self.schedule.park({**event, "slot_at": grant.at}, 0.0)
         return False
 
     def _park(self, event: Event, outcome: Retry, answer: Answer) -> None:
@@ -182,16 +173,18 @@ class Deliverer:
             self._rand(),
             outcome.retry_after,
         )
-        self._schedule.park(event, delay)
-        log.warning(
-            "retry scheduled evt=%s event=%s reason=%s status=%s attempt=%d ms=%d in=%.2fs",
-            event["id"],
-            event["event"],
-            outcome.reason.value,
-            answer.status,
-            event["attempts"],
-            answer.ms,
-            delay,
+        pipe = self._redis.pipeline(transaction=False)
+        self.schedule.park(event, delay, client=pipe)
+        count_outcome(pipe, "retried", event["event"], answer.status)
+        pipe.execute()
+        log_outcome(
+            log,
+            logging.WARNING,
+            "retry scheduled",
+            event,
+            answer,
+            reason=outcome.reason.value,
+            retry_in=round(delay, 3),
         )
 
     def _classify(self, answer: Answer) -> Outcome:
@@ -207,13 +200,13 @@ class Deliverer:
 
     def _dead_letter_malformed(self, raw: object, problem: str) -> None:
         event_id = raw.get("id") if isinstance(raw, dict) else None
+        name = raw.get("event") if isinstance(raw, dict) else None
         placeholder: Any = {
             "id": event_id if isinstance(event_id, str) and event_id else _new_id(),
-            "event": raw.get("event") if isinstance(raw, dict) else None,
+            "event": name if isinstance(name, str) else "(malformed)",
             "raw": raw,
         }
-        self._dlq.add(placeholder, Reason.MALFORMED, error=problem)
-        log.error("dead-lettered evt=%s reason=malformed: %s", placeholder["id"], problem)
+        self._dead_letter(placeholder, Reason.MALFORMED, None, problem)
 
 
 def envelope_problem(raw: object) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import redis
 
@@ -19,6 +22,7 @@ from producer import contract, wire
 from producer.envelope import Event
 
 from .requeue import Requeuer
+from .stats import redis_now
 
 log = logging.getLogger("limechat_events.schedule")
 
@@ -68,11 +72,17 @@ class RetrySchedule:
         self.batch_size = batch_size
         self.claim_timeout = claim_timeout
 
-    def park(self, event: Event, delay: float) -> None:
-        """Schedule ``event`` (with its attempt count) to be queued again in ``delay`` seconds."""
+    def park(
+        self, event: Event, delay: float, *, client: redis.client.Pipeline | None = None
+    ) -> None:
+        """Schedule ``event`` (with its attempt count) to be queued again in ``delay`` seconds.
+
+        With ``client`` a pipeline, the call joins it (and runs when the caller executes it).
+        """
         self._park(
             keys=[contract.RETRY_DUE, contract.RETRY_EVENTS],
             args=[event["id"], repr(max(delay, 0.0)), json.dumps(event, ensure_ascii=False)],
+            client=client,
         )
 
     def promote_due(self, limit: int = CLAIM_LIMIT) -> int:
@@ -98,12 +108,22 @@ class RetrySchedule:
 
 
 class Promoter(threading.Thread):
-    """The scheduler loop every worker runs: promote what is due, then sleep a little."""
+    """The scheduler loop every worker runs: promote what is due, then sleep a little.
 
-    def __init__(self, schedule: RetrySchedule, interval: float) -> None:
+    ``chores`` are (interval, function) pairs run from the same loop, at most that often:
+    the worker's heartbeat, the DLQ retention limits.
+    """
+
+    def __init__(
+        self,
+        schedule: RetrySchedule,
+        interval: float,
+        chores: Sequence[tuple[float, Callable[[], object]]] = (),
+    ) -> None:
         super().__init__(name="limechat-scheduler", daemon=True)
         self.schedule = schedule
         self.interval = interval
+        self._chores = [(every, chore, [0.0]) for every, chore in chores]
         self._stop_event = threading.Event()
         self._failing = False
 
@@ -119,6 +139,7 @@ class Promoter(threading.Thread):
                 while self.schedule.promote_due() == CLAIM_LIMIT:
                     if self._stop_event.is_set():
                         return
+                self._run_chores()
                 if self._failing:
                     log.info("scheduler reconnected to Redis")
                     self._failing = False
@@ -127,3 +148,43 @@ class Promoter(threading.Thread):
                     log.warning("scheduler cannot reach Redis (%s); will keep trying", exc)
                     self._failing = True
             self._stop_event.wait(self.interval)
+
+    def _run_chores(self) -> None:
+        now = time.monotonic()
+        for every, chore, last in self._chores:
+            if now - last[0] >= every:
+                last[0] = now
+                chore()
+
+
+def parked(client: redis.Redis, limit: int) -> list[dict[str, object]]:
+    """The first ``limit`` parked events, soonest first, with when and why (for the CLI)."""
+    now = redis_now(client)
+    due = cast(
+        "list[tuple[bytes, float]]",
+        client.zrange(contract.RETRY_DUE, 0, limit - 1, withscores=True),
+    )
+    if not due:
+        return []
+    payloads = client.hmget(contract.RETRY_EVENTS, [i for i, _ in due])
+    out: list[dict[str, object]] = []
+    for (raw_id, score), payload in zip(due, payloads, strict=True):
+        event = json.loads(payload) if payload else {}
+        history = event.get("history") or []
+        if "slot_at" in event:
+            why = "waiting for its rate-limit slot"
+        elif history:
+            last = history[-1]
+            why = f"status {last['status']}" if last.get("status") else last.get("error", "")
+        else:
+            why = "handed back by a worker (shutdown or long batch)"
+        out.append(
+            {
+                "event_id": raw_id.decode(),
+                "event": event.get("event"),
+                "attempts": event.get("attempts", 0),
+                "due_in_seconds": round(score - now, 3),
+                "why": why,
+            }
+        )
+    return out

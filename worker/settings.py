@@ -42,6 +42,13 @@ class Settings:
         default=0.25, metadata={"env": "LIMECHAT_SCHEDULER_INTERVAL_SECONDS"}
     )
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+    log_format: str = field(default="text", metadata={"env": "LOG_FORMAT"})
+    dlq_max_entries: int = field(default=0, metadata={"env": "LIMECHAT_DLQ_MAX_ENTRIES"})
+    dlq_max_age_seconds: float = field(
+        default=0.0, metadata={"env": "LIMECHAT_DLQ_MAX_AGE_SECONDS"}
+    )
+    sentry_dsn: str = field(default="", repr=False, metadata={"env": "SENTRY_DSN"})
+    sentry_environment: str = field(default="", metadata={"env": "SENTRY_ENVIRONMENT"})
 
     @property
     def rate(self) -> Rate | None:
@@ -76,6 +83,9 @@ class Settings:
         log_level = env_str(environ, "LOG_LEVEL", d["log_level"]).upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        log_format = env_str(environ, "LOG_FORMAT", d["log_format"]).lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} must be text or json")
         return cls(
             access_token=environ["LIMECHAT_ACCESS_TOKEN"].strip(),
             account_id=environ["LIMECHAT_ACCOUNT_ID"].strip(),
@@ -101,6 +111,15 @@ class Settings:
                 minimum=0.01,
             ),
             log_level=log_level,
+            log_format=log_format,
+            dlq_max_entries=env_int(
+                environ, "LIMECHAT_DLQ_MAX_ENTRIES", d["dlq_max_entries"], minimum=0
+            ),
+            dlq_max_age_seconds=env_float(
+                environ, "LIMECHAT_DLQ_MAX_AGE_SECONDS", d["dlq_max_age_seconds"]
+            ),
+            sentry_dsn=env_str(environ, "SENTRY_DSN", ""),
+            sentry_environment=env_str(environ, "SENTRY_ENVIRONMENT", ""),
         )
 
 

@@ -10,8 +10,6 @@ import redis
 
 from producer import contract
 from producer.envelope import Event, new_event
-from worker.deadletter import DeadLetters
-from worker.outcome import Reason
 from worker.schedule import RetrySchedule
 
 PHONE = "+915673412780"
@@ -76,27 +74,3 @@ def test_a_late_publish_after_the_claim_was_taken_over_publishes_nothing(r: redi
     # The slow scheduler wakes up and tries to publish its (stale) claim: refused.
     assert slow._requeue([i.decode() for i in ids], ["should-not-be-pushed"]) is False
     assert r.llen(contract.QUEUE) == 1
-
-
-def test_replay_moves_dead_letters_back_with_fresh_attempts(r: redis.Redis) -> None:
-    dlq = DeadLetters(r, batch_size=3)
-    for i in range(7):
-        dlq.add(event(i), Reason.EXHAUSTED, status=503, error="gave up")
-    assert dlq.count() == 7
-    progress: list[int] = []
-    assert dlq.replay_all(progress.append) == 7
-    assert progress[-1] == 7
-    assert dlq.count() == 0 and r.hlen(contract.DLQ_ENTRIES) == 0
-    back = queued(r)
-    assert sorted(e["data"]["i"] for e in back) == list(range(7))
-    assert {(e["attempts"], len(e["history"])) for e in back} == {(0, 0)}
-
-
-def test_replay_by_id_ignores_unknown_ids(r: redis.Redis) -> None:
-    dlq = DeadLetters(r)
-    kept, replayed = event(1), event(2)
-    dlq.add(kept, Reason.HTTP_4XX, status=400)
-    dlq.add(replayed, Reason.HTTP_4XX, status=400)
-    assert dlq.replay([replayed["id"], "no-such-id"]) == 1
-    assert [e["event_id"] for e in dlq.list()] == [kept["id"]]
-    assert [e["id"] for e in queued(r)] == [replayed["id"]]

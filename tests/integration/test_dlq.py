@@ -1,0 +1,229 @@
+"""The dead-letter queue and its CLI: filters, show, replay, purge, export/import, retention."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from producer import contract
+from producer.envelope import Event, new_event
+from worker.cli import main
+from worker.deadletter import DeadLetters
+from worker.outcome import Reason
+from worker.selection import Selection
+
+PHONE = "+915673412780"
+
+
+def event(name: str = "order_placed", **data: object) -> Event:
+    e = new_event(name, PHONE, PHONE, dict(data), None)
+    e["attempts"] = 3
+    e["history"] = [{"at": time.time(), "status": 503, "error": "", "ms": 12}]
+    return e
+
+
+def queued(r: redis.Redis) -> list[Event]:
+    out: list[Event] = []
+    for raw in reversed(r.lrange(contract.QUEUE, 0, -1)):
+        out.extend(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
+    return out
+
+
+@pytest.fixture
+def dlq(r: redis.Redis) -> DeadLetters:
+    return DeadLetters(r, batch_size=3)
+
+
+@pytest.fixture
+def cli(redis_url: str) -> CliRunner:
+    return CliRunner(env={"REDIS_URL": redis_url})
+
+
+@pytest.fixture
+def mixed(dlq: DeadLetters) -> dict[str, str]:
+    """Four dead letters of different kinds; returns their ids by a short name."""
+    ids = {}
+    for key, name, reason, status in [
+        ("bad", "order_placed", Reason.HTTP_4XX, 400),
+        ("gone", "order_placed", Reason.HTTP_4XX, 404),
+        ("auth", "product_view", Reason.AUTH, 401),
+        ("down", "product_view", Reason.EXHAUSTED, 503),
+    ]:
+        e = event(name, key=key)
+        dlq.add(e, reason, status=status, response_body="{}", error="")
+        ids[key] = e["id"]
+    return ids
+
+
+def test_add_is_idempotent_per_event_and_counts_by_reason(dlq: DeadLetters, r: redis.Redis) -> None:
+    e = event()
+    _, new = dlq.add(e, Reason.HTTP_5XX, status=503)
+    _, again = dlq.add(e, Reason.EXHAUSTED, status=503)
+    assert (new, again) == (True, False)
+    assert dlq.count() == 1
+    counts = {k.decode(): int(v) for k, v in r.hgetall(contract.DLQ_REASON_COUNTS).items()}
+    assert counts == {"http_5xx": 0, "exhausted": 1}
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        (Selection(event="order_placed"), {"bad", "gone"}),
+        (Selection(status="4xx"), {"bad", "gone", "auth"}),
+        (Selection(status="404"), {"gone"}),
+        (Selection(status="5xx"), {"down"}),
+        (Selection(reason="auth"), {"auth"}),
+        (Selection(event="product_view", reason="exhausted"), {"down"}),
+        (Selection(since=time.time() + 60), set()),
+        (Selection(until=time.time() + 60), {"bad", "gone", "auth", "down"}),
+    ],
+)
+def test_filters(
+    dlq: DeadLetters, mixed: dict[str, str], selection: Selection, expected: set[str]
+) -> None:
+    names = {v: k for k, v in mixed.items()}
+    assert {names[e["event_id"]] for e in dlq.select(selection)} == expected
+
+
+def test_replay_with_a_filter_moves_only_the_match_with_fresh_attempts(
+    dlq: DeadLetters, mixed: dict[str, str], r: redis.Redis
+) -> None:
+    assert dlq.replay(Selection(reason="http_4xx")) == 2
+    back = queued(r)
+    assert {e["id"] for e in back} == {mixed["bad"], mixed["gone"]}
+    assert {(e["attempts"], len(e["history"])) for e in back} == {(0, 0)}
+    assert {e["event_id"] for e in dlq.list()} == {mixed["auth"], mixed["down"]}
+    counts = {k.decode(): int(v) for k, v in r.hgetall(contract.DLQ_REASON_COUNTS).items()}
+    assert counts["http_4xx"] == 0 and counts["auth"] == 1
+
+
+def test_replay_by_id_ignores_unknown_ids(
+    dlq: DeadLetters, mixed: dict[str, str], r: redis.Redis
+) -> None:
+    assert dlq.replay(ids=[mixed["auth"], "no-such-id"]) == 1
+    assert [e["id"] for e in queued(r)] == [mixed["auth"]]
+
+
+def test_replay_of_many_is_chunked_and_reports_progress(dlq: DeadLetters, r: redis.Redis) -> None:
+    pipe_events = [event(i=i) for i in range(2500)]
+    for e in pipe_events:
+        dlq.add(e, Reason.EXHAUSTED, status=503)
+    progress: list[int] = []
+    assert dlq.replay(on_progress=progress.append) == 2500
+    assert progress == [1000, 2000, 2500]
+    assert dlq.count() == 0 and r.hlen(contract.DLQ_ENTRIES) == 0
+    assert sorted(e["data"]["i"] for e in queued(r)) == list(range(2500))
+
+
+def test_purge_needs_yes_without_a_terminal(
+    cli: CliRunner, dlq: DeadLetters, mixed: dict[str, str]
+) -> None:
+    refused = cli.invoke(main, ["dlq", "purge", "--all", "--reason", "auth"])
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    assert dlq.count() == 4
+    done = cli.invoke(main, ["dlq", "purge", "--all", "--reason", "auth", "--yes"])
+    assert done.exit_code == 0 and "purged 1 dead letter(s)" in done.output
+    assert mixed["auth"] not in {e["event_id"] for e in dlq.list()}
+
+
+def test_dry_run_changes_nothing(
+    cli: CliRunner, dlq: DeadLetters, mixed: dict[str, str], r: redis.Redis
+) -> None:
+    for verb in ("replay", "purge"):
+        result = cli.invoke(main, ["dlq", verb, "--all", "--status", "4xx", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert f"would {verb} 3 dead letter(s)" in result.output
+        assert mixed["bad"] in result.output and mixed["down"] not in result.output
+    assert dlq.count() == 4 and r.llen(contract.QUEUE) == 0
+
+
+def test_list_table_json_and_filters_from_the_cli(cli: CliRunner, mixed: dict[str, str]) -> None:
+    table = cli.invoke(main, ["dlq", "list", "--event", "order_placed"])
+    assert table.exit_code == 0
+    assert mixed["bad"] in table.output and mixed["auth"] not in table.output
+    as_json = json.loads(cli.invoke(main, ["dlq", "list", "--json", "--reason", "auth"]).output)
+    assert [e["event_id"] for e in as_json] == [mixed["auth"]]
+    recent = json.loads(cli.invoke(main, ["dlq", "list", "--json", "--since", "1h"]).output)
+    assert len(recent) == 4
+    bad = cli.invoke(main, ["dlq", "list", "--since", "yesterday"])
+    assert bad.exit_code == 2 and "--since 'yesterday'" in bad.output
+    bad_status = cli.invoke(main, ["dlq", "list", "--status", "4x"])
+    assert bad_status.exit_code == 2 and "--status" in bad_status.output
+
+
+def test_show_prints_the_event_and_every_attempt(cli: CliRunner, mixed: dict[str, str]) -> None:
+    result = cli.invoke(main, ["dlq", "show", mixed["down"]])
+    assert result.exit_code == 0
+    assert "reason:          exhausted" in result.output
+    assert '"event": "product_view"' in result.output
+    assert "1. " in result.output and "status=503" in result.output
+    missing = cli.invoke(main, ["dlq", "show", "nope"])
+    assert missing.exit_code == 1 and "no dead letter with id nope" in missing.output
+
+
+def test_export_edit_import_round_trip(
+    cli: CliRunner, dlq: DeadLetters, r: redis.Redis, tmp_path: Path
+) -> None:
+    # Given an event LimeChat refused because of its data
+    e = event("order_placed", total="$199")
+    dlq.add(e, Reason.HTTP_4XX, status=422, response_body='{"error": "total must be a number"}')
+    path = tmp_path / "refused.jsonl"
+    # When the operator exports it, fixes the payload and imports it
+    assert cli.invoke(main, ["dlq", "export", str(path), "--reason", "http_4xx"]).exit_code == 0
+    entry = json.loads(path.read_text())
+    entry["event"]["data"]["total"] = 199
+    path.write_text(json.dumps(entry) + "\n")
+    result = cli.invoke(main, ["dlq", "import", str(path)])
+    # Then it is queued with its id, the fix and fresh attempts, and has left the DLQ
+    assert result.exit_code == 0, result.output
+    assert "queued 1 event(s); 1 of them left the DLQ" in result.output
+    [back] = queued(r)
+    assert (back["id"], back["data"], back["attempts"]) == (e["id"], {"total": 199}, 0)
+    assert dlq.count() == 0
+
+
+def test_import_refuses_a_bad_edit_and_changes_nothing(
+    cli: CliRunner, dlq: DeadLetters, r: redis.Redis, tmp_path: Path
+) -> None:
+    e = event()
+    dlq.add(e, Reason.HTTP_4XX, status=400)
+    path = tmp_path / "x.jsonl"
+    cli.invoke(main, ["dlq", "export", str(path)])
+    entry = json.loads(path.read_text())
+    entry["event"]["phone"] = "5673412780"  # the country code got lost in editing
+    path.write_text(json.dumps(entry) + "\n" + "{broken\n")
+    result = cli.invoke(main, ["dlq", "import", str(path)])
+    assert result.exit_code == 2
+    assert "line 1: phone:" in result.output and "line 2, column 2" in result.output
+    assert dlq.count() == 1 and r.llen(contract.QUEUE) == 0
+
+
+def test_export_bodies_feed_send_file(
+    cli: CliRunner, mixed: dict[str, str], r: redis.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "bodies.jsonl"
+    assert cli.invoke(main, ["dlq", "export", str(path), "--bodies"]).exit_code == 0
+    bodies = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(bodies) == 4 and set(bodies[0]) == {"distinct_id", "phone", "event", "data"}
+    sent = cli.invoke(main, ["send", "--file", str(path)])
+    assert sent.exit_code == 0 and "enqueued 4 event(s)" in sent.output
+
+
+def test_retention_trims_by_count_and_age_and_counts_it(dlq: DeadLetters, r: redis.Redis) -> None:
+    for i in range(10):
+        dlq.add(event(i=i), Reason.EXHAUSTED, status=503)
+    assert dlq.trim(max_entries=6, max_age=None, now=time.time()) == 4
+    assert dlq.count() == 6
+    kept = sorted(e["event"]["data"]["i"] for e in dlq.list())
+    assert kept == [4, 5, 6, 7, 8, 9]  # the oldest went first
+    assert dlq.trim(max_entries=None, max_age=3600, now=time.time() + 7200) == 6
+    assert dlq.count() == 0
+    assert int(r.hget(contract.STATS_COUNTERS, "dlq_trimmed") or 0) == 10
+    counts = {k.decode(): int(v) for k, v in r.hgetall(contract.DLQ_REASON_COUNTS).items()}
+    assert counts == {"exhausted": 0}

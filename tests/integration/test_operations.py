@@ -1,0 +1,317 @@
+"""Running it in production: Sentry, logs, stats, retries list, ping; and no secret anywhere."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import redis
+import sentry_sdk
+from click.testing import CliRunner
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+
+from producer import Producer
+from producer.envelope import new_event
+from tests.helpers import ROOT, TEST_ACCOUNT, TEST_TOKEN, running_worker, wait_for, worker_env
+from worker.app import build_deliverer
+from worker.cli import main
+from worker.deadletter import DeadLetters
+from worker.reporting import init_sentry, report_dead_letter
+from worker.sandbox import Reply, Request, Sandbox
+from worker.settings import Settings
+
+PHONE = "+915673412780"
+
+
+class CapturingTransport(Transport):
+    """Keeps what Sentry would send, sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envelopes: list[Envelope] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        self.envelopes.append(envelope)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            item.payload.json
+            for env in self.envelopes
+            for item in env.items
+            if item.type == "event" and item.payload.json is not None
+        ]
+
+
+@pytest.fixture
+def sentry() -> Iterator[CapturingTransport]:
+    transport = CapturingTransport()
+    yield transport
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # back to a client that sends nothing
+
+
+def scripted(req: Request) -> Reply | None:
+    """Answers by event name: the scenarios of a day in production."""
+    name = req.body["event"]
+    if name == "refused":
+        return Reply(400, {"error": "bad data"})
+    if name == "unauthorised":
+        return Reply(401, {"error": "token expired"})
+    if name == "down":
+        return Reply(503, {"error": "maintenance"})
+    return None
+
+
+def take_queued(r: redis.Redis) -> list[Any]:
+    """Take every event off the queue, as a worker would receive them."""
+    events: list[Any] = []
+    while raw := r.rpop("limechat:events"):
+        events.extend(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
+    return events
+
+
+def in_process_settings(redis_url: str, api_url: str) -> Settings:
+    return Settings(
+        access_token=TEST_TOKEN,
+        account_id=TEST_ACCOUNT,
+        redis_url=redis_url,
+        api_url=api_url,
+        max_attempts=2,
+        retry_base_seconds=0.0,
+        retry_max_seconds=0.0,
+        rate_limit="off",
+        sentry_dsn="http://public@127.0.0.1:9/1",
+    )
+
+
+def test_sentry_gets_one_event_per_dead_letter_tagged_grouped_and_scrubbed(
+    sentry: CapturingTransport,
+    r: redis.Redis,
+    redis_url: str,
+    receiver: Sandbox,
+    producer: Producer,
+) -> None:
+    receiver.responder = scripted
+    settings = in_process_settings(redis_url, receiver.url)
+    assert init_sentry(settings, transport=sentry)
+    deliverer = build_deliverer(settings, r, on_dead_letter=report_dead_letter)
+    events = [
+        new_event(n, PHONE, PHONE, {"phone_copy": PHONE}, None)
+        for n in ("order_placed", "refused", "unauthorised", "down")
+    ]
+    deliverer.deliver_batch(events)
+    # "down" failed once and was parked; promoted, its second (last) attempt dead-letters it.
+    assert deliverer.schedule.promote_due() == 1
+    deliverer.deliver_batch(take_queued(r))
+    # A redelivered event that is dead-lettered again is not reported again.
+    deliverer.deliver_batch([events[1]])
+    sentry_sdk.flush()
+
+    reported = sentry.events()
+    assert len(reported) == 3
+    by_reason = {e["tags"]["reason"]: e for e in reported}
+    assert sorted(by_reason) == ["auth", "exhausted", "http_4xx"]
+    auth = by_reason["auth"]
+    assert auth["level"] == "error"
+    assert by_reason["http_4xx"]["level"] == by_reason["exhausted"]["level"] == "warning"
+    assert auth["tags"]["event_name"] == "unauthorised" and auth["tags"]["status"] == "401"
+    assert auth["fingerprint"] == ["limechat-dead-letter", "unauthorised", "auth"]
+    assert by_reason["exhausted"]["contexts"]["dead_letter"]["attempts"] == 2
+    text = json.dumps(reported)
+    assert TEST_TOKEN not in text
+    assert PHONE not in text and "5673412780" not in text
+
+
+def test_the_scrubber_removes_the_token_and_masks_phones() -> None:
+    from worker.reporting import make_scrubber
+
+    clean = make_scrubber("tok-123")
+    event = {"message": "sent tok-123 for +915673412780", "extra": {"x": ["tok-123", 5]}}
+    assert clean(event) == {
+        "message": "sent [Filtered] for +91******2780",
+        "extra": {"x": ["[Filtered]", 5]},
+    }
+
+
+class SentryIngest:
+    """A local HTTP server standing in for Sentry's ingest: keeps every envelope it gets."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    raw = gzip.decompress(raw)
+                outer.bodies.append(raw)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
+
+    def text(self) -> str:
+        return b"\n".join(self.bodies).decode("utf-8", errors="replace")
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_no_secret_anywhere_after_a_run_through_every_outcome(
+    producer: Producer, receiver: Sandbox, redis_url: str, r: redis.Redis
+) -> None:
+    # Given a worker logging at DEBUG as JSON, reporting to a local Sentry
+    receiver.responder = scripted
+    ingest = SentryIngest()
+    env = worker_env(
+        redis_url,
+        receiver.url,
+        LOG_FORMAT="json",
+        LOG_LEVEL="DEBUG",
+        SENTRY_DSN=ingest.dsn,
+        LIMECHAT_MAX_ATTEMPTS="2",
+    )
+    flaky = [Reply(500, {"error": "hiccup"})]
+    receiver.responder = lambda req: (
+        flaky.pop() if req.body["event"] == "flaky" and flaky else scripted(req)
+    )
+    cli = CliRunner(env={"REDIS_URL": redis_url, "LIMECHAT_ACCOUNT_ID": TEST_ACCOUNT})
+    try:
+        with running_worker(env) as worker:
+            # When events go through success, retry, 401, 400, exhaustion, then a replay
+            for name in ("order_placed", "flaky", "unauthorised", "refused", "down"):
+                producer.send_event(name, phone=PHONE, data={"note": f"call {PHONE}"})
+            wait_for(lambda: DeadLetters(r).count() == 3, 30, "three dead letters")
+            wait_for(lambda: len(receiver.accepted()) == 2, 30, "two deliveries")
+            replay = cli.invoke(main, ["dlq", "replay", "--all", "--reason", "auth"])
+            assert replay.exit_code == 0, replay.output
+            assert "replayed 1 event(s)" in replay.output
+            wait_for(
+                lambda: worker.text().count('"reason": "auth"') >= 2,
+                30,
+                "the replayed event dead-lettered again",
+            )
+            wait_for(lambda: ingest.bodies, 10, "Sentry to receive events")
+            stats = cli.invoke(main, ["stats", "--json"])
+            dlq_dump = cli.invoke(main, ["dlq", "list", "--json"])
+    finally:
+        ingest.stop()
+    logs = worker.text()
+    everything = {
+        "worker log": logs,
+        "Sentry": ingest.text(),
+        "stats": stats.output,
+        "dlq list": dlq_dump.output,
+        "redis": json.dumps([str(r.dump(k)) for k in r.scan_iter()]),
+    }
+    # Then the token is nowhere, and phones are masked in logs and Sentry
+    for where, text in everything.items():
+        assert TEST_TOKEN not in text, f"the token leaked into the {where}"
+    for where in ("worker log", "Sentry"):
+        assert PHONE not in everything[where], f"a raw phone number is in the {where}"
+        assert "+91******2780" in everything[where], where
+    assert '"auth"' in everything["Sentry"] and '"http_4xx"' in everything["Sentry"]
+    # and outcome lines are JSON with their fields
+    outcomes = [
+        json.loads(line) for line in logs.splitlines() if line.startswith("{") and '"evt"' in line
+    ]
+    kinds = {o["msg"] for o in outcomes}
+    assert {"delivered", "retry scheduled", "dead-lettered"} <= kinds
+    delivered = next(o for o in outcomes if o["msg"] == "delivered")
+    assert {"evt", "event", "status", "attempt", "ms", "phone"} <= set(delivered)
+
+
+def test_stats_counts_everything_and_shows_a_pause(
+    r: redis.Redis, redis_url: str, receiver: Sandbox
+) -> None:
+    receiver.responder = scripted
+    settings = in_process_settings(redis_url, receiver.url)
+    settings = Settings(**{**settings.__dict__, "rate_limit": "10/s", "sentry_dsn": ""})
+    deliverer = build_deliverer(settings, r)
+
+    deliverer.deliver_batch(
+        [
+            new_event(n, PHONE, PHONE, {}, None)
+            for n in ("order_placed", "order_placed", "refused", "down")
+        ]
+    )
+    assert deliverer._limiter is not None
+    deliverer._limiter.pause(30)
+    cli = CliRunner(
+        env={
+            "REDIS_URL": redis_url,
+            "LIMECHAT_ACCOUNT_ID": TEST_ACCOUNT,
+            "LIMECHAT_RATE_LIMIT": "10/s",
+        }
+    )
+    data = json.loads(cli.invoke(main, ["stats", "--json"]).output)
+    assert data["counters"]["delivered"] == 2
+    assert data["counters"]["retried"] == 1 and data["counters"]["dead_lettered"] == 1
+    assert data["by_event"]["order_placed"] == {"delivered": 2}
+    assert data["by_status"] == {"200": 2, "400": 1, "503": 1}
+    assert data["dlq"] == {"depth": 1, "by_reason": {"http_4xx": 1}}
+    assert data["retries"]["parked"] == 1
+    assert 25 < data["rate_limit"]["paused_for_seconds"] <= 30
+    text = cli.invoke(main, ["stats"]).output
+    assert "PAUSED for" in text and "dlq:        1 (http_4xx 1)" in text
+
+    listed = json.loads(cli.invoke(main, ["retries", "list", "--json"]).output)
+    assert [(e["event"], e["attempts"], e["why"]) for e in listed] == [("down", 1, "status 503")]
+
+
+def test_ping_for_health_checks(redis_url: str) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "worker", "ping"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "REDIS_URL": redis_url,
+            "LIMECHAT_ACCESS_TOKEN": "t",
+            "LIMECHAT_ACCOUNT_ID": "a",
+        },
+        timeout=60,
+    )
+    assert (ok.returncode, ok.stdout.strip()) == (0, "ok")
+    no_creds = CliRunner(env={"REDIS_URL": redis_url}).invoke(main, ["ping"])
+    assert no_creds.exit_code == 1 and "LIMECHAT_ACCESS_TOKEN" in no_creds.output
+    down = CliRunner(
+        env={
+            "REDIS_URL": "redis://:pw-secret@127.0.0.1:1/0",
+            "LIMECHAT_ACCESS_TOKEN": "t",
+            "LIMECHAT_ACCOUNT_ID": "a",
+        }
+    ).invoke(main, ["ping"])
+    assert down.exit_code == 1 and "pw-secret" not in down.output and "***" in down.output
+
+
+def test_log_lines_mask_phones_from_any_logger(caplog: pytest.LogCaptureFixture) -> None:
+    from worker.logs import MaskPhones
+
+    record = logging.LogRecord("celery", logging.DEBUG, "x", 1, "args: %s", (PHONE,), None)
+    MaskPhones().filter(record)
+    assert record.getMessage() == "args: +91******2780"

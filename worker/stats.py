@@ -1,0 +1,118 @@
+"""Counters every worker adds to in Redis, and the snapshot ``limechat-events stats`` shows."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import redis
+
+from producer import contract
+
+from .ratelimit import Rate
+
+#: A worker is shown as alive if its scheduler looped this recently.
+ALIVE_SECONDS = 15.0
+
+
+def count_outcome(
+    pipe: redis.client.Pipeline, outcome: str, event_name: str, status: int | None
+) -> None:
+    """Queue the counter updates of one outcome (delivered, retried, dead_lettered)."""
+    key = contract.STATS_COUNTERS
+    pipe.hincrby(key, outcome, 1)
+    pipe.hincrby(key, f"{outcome}:event:{event_name}", 1)
+    pipe.hincrby(key, f"status:{status if status is not None else 'none'}", 1)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def heartbeat(client: redis.Redis, name: str) -> None:
+    """Say this worker is alive (its scheduler calls this every loop)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(contract.WORKERS, {name: redis_now(client)})
+    pipe.execute()
+
+
+def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dict[str, Any]:
+    """Everything ``stats`` shows, read in one pipeline."""
+    now = redis_now(client)
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(contract.QUEUE)
+    pipe.hlen(contract.UNACKED)
+    pipe.zcard(contract.RETRY_DUE)
+    pipe.zcard(contract.RETRY_CLAIMED)
+    pipe.zrange(contract.RETRY_DUE, 0, 0, withscores=True)
+    pipe.zcard(contract.DLQ_INDEX)
+    pipe.hgetall(contract.DLQ_REASON_COUNTS)
+    pipe.hgetall(contract.STATS_COUNTERS)
+    pipe.zrangebyscore(contract.WORKERS, now - ALIVE_SECONDS, "+inf")
+    keys = contract.rate_keys(account) if account else None
+    if keys:
+        pipe.get(keys.pause)
+        pipe.get(keys.factor)
+    (
+        queued,
+        in_flight,
+        parked,
+        claimed,
+        first_due,
+        dlq,
+        reasons,
+        counters,
+        workers,
+        *rate_state,
+    ) = pipe.execute()
+    pause_until = float(rate_state[0]) if keys and rate_state[0] else None
+    factor = float(rate_state[1]) if keys and rate_state[1] else 1.0
+    totals, per_event, per_status = _split_counters(counters)
+    return {
+        "queue": {"waiting": queued, "in_flight": in_flight},
+        "retries": {
+            "parked": parked + claimed,
+            "next_due_in_seconds": round(first_due[0][1] - now, 3) if first_due else None,
+        },
+        "dlq": {
+            "depth": dlq,
+            "by_reason": {k.decode(): int(v) for k, v in sorted(reasons.items()) if int(v) > 0},
+        },
+        "counters": totals,
+        "by_event": per_event,
+        "by_status": per_status,
+        "rate_limit": {
+            "account": account,
+            "limit": str(rate) if rate else "off",
+            "effective_per_second": round(rate.per_second * factor, 3) if rate else None,
+            "paused_for_seconds": (
+                round(pause_until - now, 3) if pause_until and pause_until > now else 0
+            ),
+        },
+        "workers_alive": len(workers),
+    }
+
+
+def _split_counters(
+    raw: dict[bytes, bytes],
+) -> tuple[dict[str, int], dict[str, dict[str, int]], dict[str, int]]:
+    totals = {"delivered": 0, "retried": 0, "dead_lettered": 0, "dlq_trimmed": 0}
+    per_event: dict[str, dict[str, int]] = {}
+    per_status: dict[str, int] = {}
+    for key_bytes, value in raw.items():
+        key, count = key_bytes.decode(), int(value)
+        if key.startswith("status:"):
+            per_status[key.split(":", 1)[1]] = count
+        elif ":event:" in key:
+            outcome, name = key.split(":event:", 1)
+            per_event.setdefault(name, {})[outcome] = count
+        else:
+            totals[key] = count
+    return totals, dict(sorted(per_event.items())), dict(sorted(per_status.items()))
+
+
+def redis_now(client: redis.Redis) -> float:
+    """Redis' clock, the one the scheduler and the rate limiter use."""
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
