@@ -307,17 +307,14 @@ def _print_table(entries: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of entries, for scripts.")
 def dlq_list(as_json: bool, limit: int | None, **filters: Any) -> None:
     """List dead letters, oldest first: a table, or --json."""
-    from .deadletter import DeadLetters
+    from .deadletter import EVERYTHING, DeadLetters
 
     selection = _selection(**filters)
     entries = _redis_call(lambda r: DeadLetters(r).list(selection, limit))
     if as_json:
         click.echo(json.dumps(entries, ensure_ascii=False, indent=2))
     elif not entries:
-        click.echo(
-            "no dead letters"
-            + (" match" if selection != _selection(None, None, None, None, None) else "")
-        )
+        click.echo("no dead letters" + (" match" if selection != EVERYTHING else ""))
     else:
         _print_table(entries)
 

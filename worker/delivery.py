@@ -96,7 +96,15 @@ class Deliverer:
                 why = "shutting down" if self.stopping.is_set() else "batch ran long"
                 log.warning("%s: %d events handed to the scheduler", why, len(events) - index)
                 return
-            self.deliver_one(event)
+            try:
+                self.deliver_one(event)
+            except redis.RedisError:
+                raise  # the task hands the whole message back
+            except Exception as exc:
+                # A bug of ours must not lose the event (Celery would acknowledge the message
+                # of a failed task): keep it in the DLQ with what went wrong, and go on.
+                log.exception("internal error on evt=%s", event["id"])
+                self._dead_letter(event, Reason.INTERNAL, None, f"{type(exc).__name__}: {exc}")
 
     def deliver_one(self, event: Event) -> None:
         account = event.get("account")

@@ -74,3 +74,28 @@ def test_a_late_publish_after_the_claim_was_taken_over_publishes_nothing(r: redi
     # The slow scheduler wakes up and tries to publish its (stale) claim: refused.
     assert slow._requeue([i.decode() for i in ids], ["should-not-be-pushed"]) is False
     assert r.llen(contract.QUEUE) == 1
+
+
+def test_a_bug_while_delivering_dead_letters_the_event_instead_of_losing_it(
+    r: redis.Redis, redis_url: str
+) -> None:
+    from tests.helpers import TEST_ACCOUNT, TEST_TOKEN
+    from worker.app import build_deliverer
+    from worker.deadletter import DeadLetters
+    from worker.settings import Settings
+
+    settings = Settings(
+        access_token=TEST_TOKEN,
+        account_id=TEST_ACCOUNT,
+        redis_url=redis_url,
+        api_url="http://127.0.0.1:9/api/v1/cvf-events",
+        rate_limit="off",
+    )
+    deliverer = build_deliverer(settings, r)
+    broken, fine = event(1), event(2)
+    broken["history"] = None  # type: ignore[typeddict-item]  # a state our code cannot handle
+    deliverer.deliver_batch([broken, fine])
+    [entry] = DeadLetters(r).list()
+    assert entry["event_id"] == broken["id"] and entry["reason"] == "internal_error"
+    assert "TypeError" in entry["error"]
+    assert r.hexists(contract.RETRY_EVENTS, fine["id"])  # the next event was still handled
