@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from celery import Celery, signals
@@ -37,6 +39,28 @@ def state_client(url: str) -> redis.Redis:
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
     )
+
+
+def broker_ssl(url: str) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` broker, verifying the server like redis-py does.
+
+    kombu alone would fall back to not verifying certificates at all; query parameters
+    (``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``) are honoured.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
+            reqs, ssl.CERT_REQUIRED
+        )
+    }
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if key in query:
+            options[key] = query[key]
+    return options
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -87,6 +111,9 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app delivering events with ``settings``; runs its scheduler while it works."""
     app = Celery("limechat_events", broker=settings.redis_url, set_as_current=True)
     app.conf.update(
+        # kombu's Redis transport, vetting every queue item (see worker/transport.py).
+        broker_transport="worker.transport:Transport",
+        broker_use_ssl=broker_ssl(settings.redis_url),
         task_default_queue=contract.QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -209,6 +209,8 @@ class Deliverer:
     def _dead_letter_malformed(self, raw: object, problem: str) -> None:
         event_id = raw.get("id") if isinstance(raw, dict) else None
         name = raw.get("event") if isinstance(raw, dict) else None
+        if isinstance(raw, dict) and "__malformed__" in raw:
+            raw = raw.get("raw")  # the queue item as it arrived (see worker.transport)
         placeholder: Any = {
             "id": event_id if isinstance(event_id, str) and event_id else _new_id(),
             "event": name if isinstance(name, str) else "(malformed)",
@@ -221,6 +223,8 @@ def envelope_problem(raw: object) -> str:
     """What is wrong with an event envelope taken off the queue, or '' if nothing."""
     if not isinstance(raw, dict):
         return f"an event must be a JSON object, not {type(raw).__name__}"
+    if "__malformed__" in raw:  # an unreadable queue item, wrapped by worker.transport
+        return f"queue item {raw['__malformed__']}"
     for name in _STR_FIELDS:
         if not isinstance(raw.get(name), str) or not raw[name]:
             return f"field {name!r} must be a non-empty string"

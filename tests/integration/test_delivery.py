@@ -180,6 +180,42 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_going(
     assert any("phone" in e["error"] for e in dlq(r))
 
 
+def test_queue_items_that_are_not_our_messages_are_dead_lettered_not_fatal(
+    producer: Producer, receiver: Sandbox, env: dict[str, str], r: redis.Redis
+) -> None:
+    # Given whatever someone else may push onto our Redis list
+    junk = {
+        "not json": "not JSON",
+        "[1, 2, 3]": "no properties",
+        json.dumps(
+            {"body": "e30=", "headers": {"task": "other.task"}, "properties": {}}
+        ): "task 'other.task'",
+        json.dumps(
+            {
+                "body": "!!",
+                "headers": {"task": contract.TASK_DELIVER},
+                "properties": {"body_encoding": "base64"},
+            }
+        ): "cannot be decoded",
+        "\xff\xfe binary": "not JSON",
+    }
+    for item in junk:
+        r.lpush(contract.QUEUE, item)
+    # When a worker meets them, then gets a real event
+    with running_worker(env) as worker:
+        wait_for(lambda: len(dlq(r)) == len(junk), 20, "every item in the DLQ")
+        producer.send_event("after", phone=PHONE)
+        wait_for(lambda: receiver.accepted(), 20, "the real event")
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert not worker.saw("Unrecoverable error")
+    # Then each is a malformed dead letter that says what arrived and why
+    entries = dlq(r)
+    assert {e["reason"] for e in entries} == {"malformed"}
+    for item, why in junk.items():
+        [entry] = [e for e in entries if e["event"]["raw"] == item]
+        assert why in entry["error"], (item, entry["error"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
