@@ -88,6 +88,10 @@ class Producer:
         ``data``; ``account`` optional). They travel as batch messages of up to
         ``LIMECHAT_BATCH_SIZE`` events, written in one Redis transaction.
         """
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise ValidationError(
+                "items", f"must be a list of events (dicts), not {type(items).__name__}"
+            )
         events = [_event_from_item(item, index) for index, item in enumerate(items)]
         if not events:
             return []

@@ -23,6 +23,8 @@ _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
 _WHITESPACE = re.compile(r"\s")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_INT_DIGITS = 4000
+_BIGGEST_INT = 10**_INT_DIGITS
 
 
 def suggest_event_name(name: str) -> str:
@@ -90,6 +92,10 @@ def check_distinct_id(distinct_id: object, phone: str) -> str:
     if distinct_id is None:
         return phone
     if isinstance(distinct_id, int) and not isinstance(distinct_id, bool):
+        if abs(distinct_id) >= 10**contract.DISTINCT_ID_MAX_LENGTH:
+            raise ValidationError(
+                "distinct_id", f"is longer than {contract.DISTINCT_ID_MAX_LENGTH} digits"
+            )
         distinct_id = str(distinct_id)
     if not isinstance(distinct_id, str):
         raise ValidationError("distinct_id", f"must be a string, not {type(distinct_id).__name__}")
@@ -119,17 +125,26 @@ def check_data(data: object) -> tuple[dict[str, Any], int]:
     if not isinstance(data, Mapping):
         raise ValidationError("data", f"must be a JSON object (dict), not {type(data).__name__}")
     _check_json_value(data, "data", 0)
-    encoded = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # default=dict: a nested mapping that is not a dict (UserDict, MappingProxyType...) is
+    # encoded as the object it is, and what is sent is that plain JSON (tuples become lists).
+    encoded = json.dumps(
+        data, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=dict
+    )
     size = len(encoded.encode("utf-8"))
     if size > contract.DATA_MAX_BYTES:
         raise ValidationError("data", f"is {size} bytes as JSON; at most {contract.DATA_MAX_BYTES}")
-    return dict(data), size
+    plain: dict[str, Any] = json.loads(encoded)
+    return plain, size
 
 
 def _check_json_value(value: object, path: str, depth: int) -> None:
     if depth > contract.DATA_MAX_DEPTH:
         raise ValidationError(path, f"nests deeper than {contract.DATA_MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) >= _BIGGEST_INT:  # Python refuses to write them out (int_max_str_digits)
+            raise ValidationError(path, f"is too large a number (more than {_INT_DIGITS} digits)")
         return
     if isinstance(value, str):
         _check_encodable(path, value)

@@ -30,14 +30,25 @@ from .stats import heartbeat, worker_name
 log = logging.getLogger("limechat_events.worker")
 
 
-def state_client(url: str) -> redis.Redis:
-    """The worker's own Redis client (schedule, DLQ, markers), patient but not forever."""
+def state_client(url: str, *, patient: bool = True) -> redis.Redis:
+    """A Redis client for our own keys (schedule, DLQ, markers, counters, limiter).
+
+    The worker's is ``patient``: it rides out a Redis restart (about 30 s of retries with
+    backoff) so that an outcome is recorded and its message acknowledged once Redis is back,
+    instead of failing the task while the broker connection is down too. The CLI's gives up
+    after a second try.
+    """
+    retry = (
+        Retry(ExponentialBackoff(cap=2.0, base=0.1), 20)
+        if patient
+        else Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
+    )
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=5,
         socket_timeout=15,
         health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry=retry,
     )
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from email.utils import parsedate_to_datetime
+
+# ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
+_SECONDS = re.compile(r"^[0-9]+$")
 
 
 def backoff_delay(attempts: int, base: float, cap: float, rand: float) -> float:
@@ -30,8 +34,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return float(int(text))
+    if _SECONDS.match(text):
+        # Absurdly many digits would overflow a float; the caller caps the wait anyway.
+        return float(int(text)) if len(text) <= 15 else math.inf
+    if len(text) > 64:  # no HTTP-date is this long
+        return None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -26,7 +26,7 @@ def _state_redis() -> Any:
     from .app import state_client
 
     try:
-        return state_client(redis_url(os.environ))
+        return state_client(redis_url(os.environ), patient=False)
     except ConfigError as exc:
         _fail(str(exc), 2)
 
@@ -162,7 +162,7 @@ def _send_file(file: Any, account: str | None, skip_invalid: bool) -> None:
     name = getattr(file, "name", "-")
     source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
     parsed = parse_json_lines(file, source)
-    items, lines, errors = parsed.items, parsed.line_numbers, parsed.errors
+    items, lines = parsed.items, parsed.line_numbers
     if account is not None:
         items = [{**i, "account": account} if isinstance(i, dict) else i for i in items]
     # Validate here too so a bad item is reported by line, and so --skip-invalid can drop it.
@@ -171,25 +171,26 @@ def _send_file(file: Any, account: str | None, skip_invalid: bool) -> None:
         try:
             _event_from_item(item, index)
         except ValidationError as exc:
-            errors.append(f"{source} line {lines[index]}: {exc.field}: {exc.reason}")
+            parsed.add_error(f"{source} line {lines[index]}: {exc.field}: {exc.reason}")
             continue
         good.append(item)
-    if errors and not skip_invalid:
-        for message in errors:
+    bad = parsed.error_count
+    if bad and not skip_invalid:
+        for message in parsed.report():
             click.echo(f"error: {message}", err=True)
         _fail(
-            f"{len(errors)} bad line(s) in {source}; nothing was enqueued "
+            f"{bad} bad line(s) in {source}; nothing was enqueued "
             "(--skip-invalid sends the good ones)",
             2,
         )
-    for message in errors:
+    for message in parsed.report():
         click.echo(f"skipped: {message}", err=True)
     try:
         ids = _producer(Producer).send_events(good)
     except EnqueueError as exc:
         _fail(str(exc))
-    click.echo(f"enqueued {len(ids)} event(s)" + (f", skipped {len(errors)}" if errors else ""))
-    if errors:
+    click.echo(f"enqueued {len(ids)} event(s)" + (f", skipped {bad}" if bad else ""))
+    if bad:
         sys.exit(1)
 
 
@@ -503,12 +504,11 @@ def dlq_import(file: Any) -> None:
     name = getattr(file, "name", "-")
     source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
     parsed = parse_json_lines(file, source)
-    errors = list(parsed.errors)
     events: list[Event] = []
     for item, line in zip(parsed.items, parsed.line_numbers, strict=True):
         envelope = item.get("event") if isinstance(item, dict) else None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("id"), str):
-            errors.append(f"{source} line {line}: not a dead-letter entry (no event with an id)")
+            parsed.add_error(f"{source} line {line}: not a dead-letter entry (no event with an id)")
             continue
         try:
             checked = build_event(
@@ -519,7 +519,7 @@ def dlq_import(file: Any) -> None:
                 envelope.get("account"),
             )
         except ValidationError as exc:
-            errors.append(f"{source} line {line}: {exc}")
+            parsed.add_error(f"{source} line {line}: {exc}")
             continue
         events.append(
             {
@@ -528,10 +528,10 @@ def dlq_import(file: Any) -> None:
                 "created_at": envelope.get("created_at", checked["created_at"]),
             }
         )
-    if errors:
-        for message in errors:
+    if parsed.error_count:
+        for message in parsed.report():
             click.echo(f"error: {message}", err=True)
-        _fail(f"{len(errors)} bad line(s) in {source}; nothing was imported", 2)
+        _fail(f"{parsed.error_count} bad line(s) in {source}; nothing was imported", 2)
     left = _redis_call(lambda r: DeadLetters(r).enqueue_and_remove(events))
     click.echo(f"queued {len(events)} event(s); {left} of them left the DLQ")
 
@@ -650,7 +650,7 @@ def ping() -> None:
     import redis
 
     try:
-        state_client(settings.redis_url).ping()
+        state_client(settings.redis_url, patient=False).ping()
     except redis.RedisError as exc:
         _fail(f"Redis at {redacted_url(settings.redis_url)}: {type(exc).__name__}: {exc}", 1)
     click.echo("ok")

@@ -118,7 +118,10 @@ class Deliverer:
         answer = self._limechat.post(event)
         outcome = self._classify(answer)
         if self._limiter is not None and answer.status == 429:
-            until = self._limiter.pause(getattr(outcome, "retry_after", None))
+            # LimeChat's Retry-After is honoured up to the retry cap, like an event's own wait.
+            asked = getattr(outcome, "retry_after", None)
+            capped = None if asked is None else min(asked, self.settings.retry_max_seconds)
+            until = self._limiter.pause(capped)
             log.warning("account paused by a 429 until %.3f (Redis clock)", until)
         event = _with_attempt(event, answer)
         if isinstance(outcome, Delivered):

@@ -7,6 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Bad lines described one by one; past this they are only counted (a 100 MB file of junk
+#: must not become 100 MB of error messages).
+MAX_REPORTED_ERRORS = 20
+
 
 @dataclass
 class ParsedLines:
@@ -14,7 +18,19 @@ class ParsedLines:
 
     items: list[Any] = field(default_factory=list)
     line_numbers: list[int] = field(default_factory=list)
+    #: the first :data:`MAX_REPORTED_ERRORS` problems; ``error_count`` counts them all
     errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+
+    def add_error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(message)
+
+    def report(self) -> list[str]:
+        """The messages to print: the first ones, and how many more there were."""
+        more = self.error_count - len(self.errors)
+        return self.errors + ([f"... and {more} more bad line(s)"] if more else [])
 
 
 def parse_json_lines(lines: Iterable[bytes], source: str) -> ParsedLines:
@@ -26,7 +42,7 @@ def parse_json_lines(lines: Iterable[bytes], source: str) -> ParsedLines:
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            parsed.errors.append(
+            parsed.add_error(
                 f"{source} line {number}: not UTF-8 text (byte {exc.start + 1}); "
                 "is this a binary file?"
             )
@@ -36,10 +52,13 @@ def parse_json_lines(lines: Iterable[bytes], source: str) -> ParsedLines:
         try:
             parsed.items.append(json.loads(text))
         except json.JSONDecodeError as exc:
-            parsed.errors.append(describe_json_error(exc, f"{source} line {number}"))
+            parsed.add_error(describe_json_error(exc, f"{source} line {number}"))
             continue
         except RecursionError:
-            parsed.errors.append(f"{source} line {number}: JSON nested too deeply")
+            parsed.add_error(f"{source} line {number}: JSON nested too deeply")
+            continue
+        except ValueError as exc:  # a number longer than Python converts (int_max_str_digits)
+            parsed.add_error(f"{source} line {number}: {str(exc).split(';')[0]}")
             continue
         parsed.line_numbers.append(number)
     return parsed

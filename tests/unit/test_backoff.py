@@ -43,6 +43,8 @@ def test_fractional_base_and_cap_are_allowed() -> None:
         (format_datetime(datetime.fromtimestamp(NOW - 30, timezone.utc), usegmt=True), 0.0),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past
         ("-5", None),
+        ("\u00b2", None),  # a digit to str.isdigit(), not to int()
+        ("9" * 400, float("inf")),  # more than a float holds: the caller caps it
         ("1.5", None),
         ("soon", None),
         ("", None),
@@ -53,6 +55,8 @@ def test_retry_after(header: str | None, expected: float | None) -> None:
     got = parse_retry_after(header, NOW)
     if expected is None:
         assert got is None
+    elif expected == float("inf"):
+        assert got == expected
     else:
         assert got == pytest.approx(expected, abs=1.0)
 
@@ -62,3 +66,4 @@ def test_retry_after_wins_over_a_shorter_backoff_but_not_over_the_cap() -> None:
     assert retry_delay(1, 2.0, 600.0, 0.1, retry_after=None) == pytest.approx(0.2)
     year = 365 * 24 * 3600.0
     assert retry_delay(1, 2.0, 600.0, 0.1, retry_after=year) == 600.0
+    assert retry_delay(1, 2.0, 600.0, 0.1, retry_after=float("inf")) == 600.0
