@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -84,9 +86,17 @@ def machine() -> str:
 
 
 def git_revision() -> str:
+    """The commit measured, with ``+changes`` when producer/ or worker/ differ from it."""
     try:
-        return subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "producer", "worker"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -94,3 +104,152 @@ def git_revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head}+changes" if changed else head
+
+
+class Service:
+    """A subprocess in its own process group, its output in a file, paused and resumed at will.
+
+    Used for the worker processes the benchmarks measure: their output goes to a file rather
+    than through a pipe into this process, so reading it costs the measured machine nothing.
+    """
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str, timeout: float = 60) -> Service:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while ready not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def pause(self) -> None:
+        """SIGSTOP the whole group: nothing consumed (or burnt) while the queue is filled."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    @property
+    def pgids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+    def rss_kib(self) -> int:
+        """Resident memory (VmRSS) of every process in the group, in KiB."""
+        return sum(group_rss_kib(pgid) for pgid in self.pgids)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.resume()
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(10)
+        # A prefork pool's children may outlive a killed parent: the group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def vm_rss_kib(pid: int) -> int:
+    """VmRSS of one process from /proc/PID/status, in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def group_rss_kib(pgid: int) -> int:
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += vm_rss_kib(int(entry.name))
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Services:
+    """Several services started, paused, measured and stopped as one (N worker processes)."""
+
+    def __init__(self, services: list[Service]) -> None:
+        self.services = services
+
+    def start(self, ready: str, timeout: float = 60) -> Services:
+        try:
+            for service in self.services:
+                service.start(ready, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pgids(self) -> list[int]:
+        return [pgid for service in self.services for pgid in service.pgids]
+
+    def pause(self) -> None:
+        for service in self.services:
+            service.pause()
+
+    def resume(self) -> None:
+        for service in self.services:
+            service.resume()
+
+    def rss_kib(self) -> int:
+        return sum(service.rss_kib() for service in self.services)
+
+    def stop(self, timeout: float = 20) -> None:
+        for service in self.services:
+            service.stop(timeout)
