@@ -107,7 +107,11 @@ def build_deliverer(
         settings,
         client,
         LimechatClient(
-            settings.api_url, settings.access_token, settings.account_id, settings.timeout_seconds
+            settings.api_url,
+            settings.access_token,
+            settings.account_id,
+            settings.timeout_seconds,
+            connections=settings.concurrency,
         ),
         RetrySchedule(
             client, batch_size=settings.batch_size, claim_timeout=settings.visibility_timeout
@@ -156,10 +160,11 @@ def create_app(settings: Settings) -> Celery:
     )
     schedule, dead_letters = deliverer.schedule, deliverer.dead_letters
 
-    @app.task(name=contract.TASK_DELIVER, acks_late=True, reject_on_worker_lost=True)
-    def deliver(*args: Any, **kwargs: Any) -> None:
+    @app.task(name=contract.TASK_DELIVER, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def deliver(task: Any, *args: Any, **kwargs: Any) -> None:
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
         try:
-            deliverer.deliver_message(args, kwargs)
+            deliverer.deliver_message(args, kwargs, redelivered=redelivered)
         except redis.RedisError as exc:
             # Outcomes could not be recorded: hand the message back, to be delivered again
             # (already delivered events are skipped by their marker).

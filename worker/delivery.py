@@ -5,12 +5,13 @@ Each event keeps its own outcome and attempt count, whatever batch it travels in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -34,6 +35,8 @@ log = logging.getLogger("limechat_events.delivery")
 MAX_SLOT_SLEEP_SECONDS = 1.0
 #: A parked event comes back this long before its slot, and sleeps the rest.
 SLOT_LEAD_SECONDS = 0.5
+#: Delivered markers of a batch are written at least this often (and when it ends).
+MARKER_FLUSH_SECONDS = 0.5
 #: Times a thread asks the limiter for one event before handing it to the schedule.
 _LIMITER_TRIES = 20
 
@@ -67,8 +70,15 @@ class Deliverer:
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
         self.stopping = threading.Event()
 
-    def deliver_message(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        """Handle one task message: ``deliver(events)``. Raises only ``redis.RedisError``."""
+    def deliver_message(
+        self, args: Sequence[Any], kwargs: dict[str, Any], *, redelivered: bool = True
+    ) -> None:
+        """Handle one task message: ``deliver(events)``. Raises only ``redis.RedisError``.
+
+        ``redelivered`` (kombu's flag for a message put back after a crash, a shutdown or a
+        failure) is what makes the delivered markers worth a look: a message delivered for the
+        first time holds no event LimeChat already accepted.
+        """
         if len(args) != 1 or kwargs or not isinstance(args[0], list):
             self._dead_letter_malformed({"args": list(args), "kwargs": kwargs}, "not deliver(list)")
             return
@@ -79,13 +89,23 @@ class Deliverer:
                 self._dead_letter_malformed(raw, problem)
             else:
                 events.append(raw)
-        self.deliver_batch(events)
+        self.deliver_batch(events, check_markers=redelivered)
 
-    def deliver_batch(self, events: Sequence[Event]) -> None:
+    def deliver_batch(self, events: Sequence[Event], *, check_markers: bool = True) -> None:
         # The message goes back to the queue if it is held past the visibility timeout, so a
         # long batch hands what it has not started to the scheduler instead of overrunning.
         deadline = time.monotonic() + self.settings.visibility_timeout / 2
-        done = self._already_delivered(events)
+        done = self._already_delivered(events) if check_markers else set()
+        with self._delivered_writes() as record:
+            self._deliver_each(events, done, deadline, record)
+
+    def _deliver_each(
+        self,
+        events: Sequence[Event],
+        done: set[str],
+        deadline: float,
+        record: Callable[[Event, Answer], None],
+    ) -> None:
         for index, event in enumerate(events):
             if event["id"] in done:
                 log.info("skipped evt=%s event=%s: already delivered", event["id"], event["event"])
@@ -97,7 +117,7 @@ class Deliverer:
                 log.warning("%s: %d events handed to the scheduler", why, len(events) - index)
                 return
             try:
-                self.deliver_one(event)
+                self.deliver_one(event, record)
             except redis.RedisError:
                 raise  # the task hands the whole message back
             except Exception as exc:
@@ -106,7 +126,10 @@ class Deliverer:
                 log.exception("internal error on evt=%s", event["id"])
                 self._dead_letter(event, Reason.INTERNAL, None, f"{type(exc).__name__}: {exc}")
 
-    def deliver_one(self, event: Event) -> None:
+    def deliver_one(
+        self, event: Event, record: Callable[[Event, Answer], None] | None = None
+    ) -> None:
+        """One event: limit, POST, classify; ``record`` takes a delivered one (default: now)."""
         account = event.get("account")
         if account is not None and account != self.settings.account_id:
             error = f"account {account!r} is not this worker's LIMECHAT_ACCOUNT_ID"
@@ -125,19 +148,43 @@ class Deliverer:
             log.warning("account paused by a 429 until %.3f (Redis clock)", until)
         event = _with_attempt(event, answer)
         if isinstance(outcome, Delivered):
-            self._delivered(event, answer)
+            if record is None:
+                with self._delivered_writes() as record_now:
+                    record_now(event, answer)
+            else:
+                record(event, answer)
         elif isinstance(outcome, Retry) and event["attempts"] < self.settings.max_attempts:
             self._park(event, outcome, answer)
         else:
             reason = outcome.reason if isinstance(outcome, DeadLetter) else Reason.EXHAUSTED
             self._dead_letter(event, reason, answer, answer.error or _describe(outcome))
 
-    def _delivered(self, event: Event, answer: Answer) -> None:
+    @contextlib.contextmanager
+    def _delivered_writes(self) -> Iterator[Callable[[Event, Answer], None]]:
+        """Collect delivered markers and counters, and write them in one pipeline.
+
+        They are written when the batch ends (before its message is acknowledged) and at
+        least every :data:`MARKER_FLUSH_SECONDS` during it: one round trip for many events,
+        at the price of sending again, after a crash, what was delivered since the last write.
+        """
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(contract.delivered_key(event["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS)
-        count_outcome(pipe, "delivered", event["event"], answer.status)
-        pipe.execute()
-        log_outcome(log, logging.INFO, "delivered", event, answer)
+        last_flush = [time.monotonic()]
+
+        def record(event: Event, answer: Answer) -> None:
+            pipe.set(
+                contract.delivered_key(event["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS
+            )
+            count_outcome(pipe, "delivered", event["event"], answer.status)
+            log_outcome(log, logging.INFO, "delivered", event, answer)
+            if time.monotonic() - last_flush[0] >= MARKER_FLUSH_SECONDS:
+                pipe.execute()
+                last_flush[0] = time.monotonic()
+
+        try:
+            yield record
+        finally:
+            if len(pipe):
+                pipe.execute()
 
     def _dead_letter(self, event: Event, reason: Reason, answer: Answer | None, error: str) -> None:
         entry, new = self.dead_letters.add(

@@ -162,6 +162,9 @@ class Sandbox:
 def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real endpoint
+        # Headers and body go out in separate writes; with Nagle on, a keep-alive client
+        # waits ~40 ms for the delayed ACK on every request.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             self._serve("POST")
