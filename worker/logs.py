@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 LOGGER = "limechat_events"
 
 # A run of 8-15 digits with an optional leading '+': an E.164 number or something like it.
-_PHONE = re.compile(r"(?<![\w.-])\+?\d{8,15}(?!\d)")
+# Not followed by '-' or '.digit', so the first group of a uuid or an epoch time is left alone.
+_PHONE = re.compile(r"(?<![\w.-])\+?\d{8,15}(?![\d-]|\.\d)")
 
 
 def mask_phone(phone: object) -> str:

@@ -26,29 +26,66 @@ MAX_RAW_CHARS = 4096
 
 
 def check_message(item: bytes | str) -> str:
-    """What is wrong with a raw queue item, or '' if it is a deliver message we can read."""
+    """What is wrong with a raw queue item, or '' if it is a deliver message we can read.
+
+    Stricter than kombu and Celery need to *start* on a message: anything they would drop with
+    a log line (no delivery tag, another serializer, an ETA, an expiry), crash on (a delivery
+    tag that is not a string, a time limit that is not a pair) or loop on (no task id) is
+    refused here, so it reaches the DLQ instead.
+    """
     try:
         message = json.loads(item)
     except (ValueError, UnicodeDecodeError) as exc:
         return f"not JSON ({exc})"
     if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
         return "not a Celery message (no properties)"
-    headers = message.get("headers")
+    properties, headers = message["properties"], message.get("headers")
     if not isinstance(headers, dict) or headers.get("task") != contract.TASK_DELIVER:
         task = headers.get("task") if isinstance(headers, dict) else None
         return f"not a {contract.TASK_DELIVER} message (task {task!r})"
+    problem = _envelope_problem(message, properties, headers)
+    if problem:
+        return problem
     body = message.get("body")
     if not isinstance(body, str):
         return "body is not text"
     try:
         raw = body.encode()
-        if message["properties"].get("body_encoding") == "base64":
+        if properties.get("body_encoding") == "base64":
             raw = base64.b64decode(raw, validate=True)
         decoded = json.loads(raw)
     except (TypeError, ValueError, binascii.Error, UnicodeDecodeError) as exc:
         return f"body cannot be decoded ({exc})"
-    if not (isinstance(decoded, list) and len(decoded) == 3):
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == 3
+        and isinstance(decoded[0], list)
+        and isinstance(decoded[1], dict)
+        and isinstance(decoded[2], (dict, type(None)))
+    ):
         return "body is not [args, kwargs, options]"
+    return ""
+
+
+def _envelope_problem(
+    message: dict[str, Any], properties: dict[str, Any], headers: dict[str, Any]
+) -> str:
+    info = properties.get("delivery_info")
+    if not isinstance(properties.get("delivery_tag"), str):
+        return "properties.delivery_tag is not a string"
+    if not (isinstance(info, dict) and "exchange" in info and "routing_key" in info):
+        return "properties.delivery_info lacks exchange/routing_key"
+    if message.get("content-type") != "application/json":
+        return f"content-type {message.get('content-type')!r} is not application/json"
+    if message.get("content-encoding") != "utf-8":
+        return f"content-encoding {message.get('content-encoding')!r} is not utf-8"
+    if not isinstance(headers.get("id"), str) or not headers["id"]:
+        return "headers.id (the task id) is not a string"
+    if headers.get("eta") is not None or headers.get("expires") is not None:
+        return "headers.eta/expires are set (events are never delayed or expired this way)"
+    limit = headers.get("timelimit", [None, None])
+    if not (isinstance(limit, list) and len(limit) == 2):
+        return "headers.timelimit is not a pair"
     return ""
 
 

@@ -184,19 +184,18 @@ def test_queue_items_that_are_not_our_messages_are_dead_lettered_not_fatal(
     producer: Producer, receiver: Sandbox, env: dict[str, str], r: redis.Redis
 ) -> None:
     # Given whatever someone else may push onto our Redis list
+    real = json.loads(wire.encode_message([new_event("order_placed", PHONE, PHONE, {}, None)]))
     junk = {
         "not json": "not JSON",
         "[1, 2, 3]": "no properties",
         json.dumps(
             {"body": "e30=", "headers": {"task": "other.task"}, "properties": {}}
         ): "task 'other.task'",
+        json.dumps({**real, "body": "!!"}): "cannot be decoded",
         json.dumps(
-            {
-                "body": "!!",
-                "headers": {"task": contract.TASK_DELIVER},
-                "properties": {"body_encoding": "base64"},
-            }
-        ): "cannot be decoded",
+            {**real, "properties": {**real["properties"], "delivery_tag": None}}
+        ): "delivery_tag",
+        json.dumps({**real, "headers": {**real["headers"], "eta": "2030-01-01T00:00:00"}}): "eta",
         "\xff\xfe binary": "not JSON",
     }
     for item in junk:
