@@ -59,15 +59,17 @@ def worker_env(redis_url: str, api_url: str, **overrides: str) -> dict[str, str]
 class WorkerProcess:
     """A real ``limechat-events worker`` in its own process group, its output captured."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], argv: list[str] | None = None) -> None:
         self.env = env
+        #: what follows ``python``: the worker, or a fault-injecting wrapper around it
+        self.argv = argv or ["-m", "worker", "worker"]
         self.output: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker"],
+            [sys.executable, *self.argv],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,

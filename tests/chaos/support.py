@@ -6,9 +6,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +14,7 @@ from typing import Any
 import redis
 
 from producer import Producer, contract
-from tests.helpers import ROOT, WorkerProcess, wait_for
+from tests.helpers import WorkerProcess, wait_for
 from worker.deadletter import DeadLetters
 
 from .receiver import ChaosReceiver
@@ -156,39 +153,3 @@ def kill_outside_the_brpop_window(
         time.sleep(0.005)
     worker.kill()
     raise AssertionError("the worker was inside the BRPOP window at 200 freezes in a row")
-
-
-class CommandWorker(WorkerProcess):
-    """A worker process started with another command line (a fault-injecting wrapper)."""
-
-    def __init__(self, env: dict[str, str], argv: list[str]) -> None:
-        super().__init__(env)
-        self.argv = argv
-
-    def start(self, wait_ready: bool = True) -> CommandWorker:
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.argv],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if wait_ready:
-            proc = self.proc
-            try:
-                wait_for(
-                    lambda: self.saw("worker ready") or proc.poll() is not None,
-                    30,
-                    "the worker to start",
-                )
-            except AssertionError:
-                self.kill()
-                raise
-            if proc.poll() is not None:
-                self._close()
-                raise AssertionError("worker exited at start:\n" + self.text())
-        return self

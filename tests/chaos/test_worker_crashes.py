@@ -24,7 +24,6 @@ from .hang_before_publish import CLAIMED
 from .receiver import Action, Answer, ChaosReceiver, Received, Stall
 from .redis_server import RedisServer
 from .support import (
-    CommandWorker,
     items,
     kill_outside_the_brpop_window,
     queued_events,
@@ -186,7 +185,7 @@ def test_sigkill_between_claiming_parked_retries_and_publishing_them_loses_nothi
     env = worker_env(redis_url, chaos.url, LIMECHAT_VISIBILITY_TIMEOUT=str(visibility))
     seqs = range(events)
     send_numbered(producer, seqs)
-    hung = CommandWorker(env, ["-m", "tests.chaos.hang_before_publish"]).start()
+    hung = WorkerProcess(env, ["-m", "tests.chaos.hang_before_publish"]).start()
     try:
         wait_for(lambda: hung.saw(CLAIMED), 30, "the scheduler to claim parked retries")
         # (every first attempt made and its message acknowledged: nothing else is in flight)
