@@ -363,7 +363,6 @@ def _bulk(
     verb: str,
     event_ids: tuple[str, ...],
     select_all: bool,
-    dry_run: bool,
     filters: dict[str, Any],
 ) -> tuple[Any, list[str] | None, Any]:
     """Shared by replay and purge: the selection, the ids, and the DeadLetters object."""
@@ -416,7 +415,7 @@ def dlq_replay(event_ids: tuple[str, ...], select_all: bool, dry_run: bool, **fi
     """
     import redis
 
-    selection, ids, dead = _bulk("replay", event_ids, select_all, dry_run, filters)
+    selection, ids, dead = _bulk("replay", event_ids, select_all, filters)
     try:
         if dry_run:
             _preview(dead, selection, ids, "replay")
@@ -426,7 +425,7 @@ def dlq_replay(event_ids: tuple[str, ...], select_all: bool, dry_run: bool, **fi
             total, "replaying", lambda p: dead.replay(selection, ids=ids, on_progress=p)
         )
     except redis.RedisError as exc:
-        _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+        _fail_redis(exc)
     click.echo(f"replayed {count} event(s)")
 
 
@@ -442,7 +441,7 @@ def dlq_purge(
     """Delete dead letters for good (asks first unless --yes)."""
     import redis
 
-    selection, ids, dead = _bulk("purge", event_ids, select_all, dry_run, filters)
+    selection, ids, dead = _bulk("purge", event_ids, select_all, filters)
     try:
         if dry_run:
             _preview(dead, selection, ids, "purge")
@@ -457,7 +456,7 @@ def dlq_purge(
             total, "purging", lambda p: dead.purge(selection, ids=ids, on_progress=p)
         )
     except redis.RedisError as exc:
-        _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+        _fail_redis(exc)
     click.echo(f"purged {count} dead letter(s)")
 
 
@@ -656,6 +655,10 @@ def ping() -> None:
     click.echo("ok")
 
 
+def _fail_redis(exc: Exception) -> NoReturn:
+    _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+
+
 def _redis_call(action: Any) -> Any:
     import redis
 
@@ -663,4 +666,4 @@ def _redis_call(action: Any) -> Any:
     try:
         return action(client)
     except redis.RedisError as exc:
-        _fail(f"Redis at {redacted_url(redis_url(os.environ))}: {type(exc).__name__}: {exc}")
+        _fail_redis(exc)
