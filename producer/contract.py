@@ -53,6 +53,18 @@ WORKERS = f"{PREFIX}:workers"
 UNACKED = f"{PREFIX}:unacked"
 UNACKED_INDEX = f"{PREFIX}:unacked_index"
 UNACKED_MUTEX = f"{PREFIX}:unacked_mutex"
+#: sorted set: each consuming channel's taking list -> when its worker last said it was alive
+TAKING = f"{PREFIX}:taking"
+
+
+def taking_key(queue: str, channel: str) -> str:
+    """The list a consuming channel moves each message into as it takes it off ``queue``."""
+    return f"{queue}:taking:{channel}"
+
+
+def taking_source(key: str) -> str:
+    """The queue a taking list's messages came from (and go back to)."""
+    return key.rsplit(":taking:", 1)[0]
 
 
 def idempotency_key(account: str | None, key: str) -> str:

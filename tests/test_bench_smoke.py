@@ -40,3 +40,28 @@ def test_quick_bench_runs_every_scenario(redis_url: str, tmp_path: Path) -> None
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "throughput.png").stat().st_size > 0
         assert (tmp_path / "rss.png").stat().st_size > 0
+
+
+def test_kill_stress_runs_and_loses_nothing(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
+    env["LIMECHAT_BENCH_REDIS_URL"] = redis_url
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.kill_stress",
+            "--events",
+            "300",
+            "--kills",
+            "2",
+            "--runs",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "lost in all: 0 in 2 kills" in result.stdout, result.stdout

@@ -88,6 +88,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         "unacked_index_key": contract.UNACKED_INDEX,
         "unacked_mutex_key": contract.UNACKED_MUTEX,
         "unacked_mutex_expire": max(5, int(vt)),
+        # One list per queue, no priority sub-lists: a message is then taken with BLMOVE into
+        # the worker's taking list, never lost between taking and recording it (transport.py).
+        "priority_steps": [0],
         # Do not wait forever on a Redis that vanished without closing the socket.
         "socket_timeout": 30,
         "socket_connect_timeout": 5,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import redis
 
 from producer import Producer, contract
-from tests.helpers import WorkerProcess, wait_for
+from tests.helpers import wait_for
 from worker.deadletter import DeadLetters
 
 from .receiver import ChaosReceiver
@@ -65,9 +62,10 @@ def _seqs_in(payload: dict[str, Any]) -> set[Any]:
 
 
 def held_seqs(r: redis.Redis) -> set[Any]:
-    """Events held anywhere in Redis: queued, taken and unacknowledged, parked, dead-lettered."""
+    """Events held anywhere in Redis: queued, being taken, unacknowledged, parked, dead."""
     held: set[Any] = set()
-    for raw in r.lrange(contract.QUEUE, 0, -1):
+    lists = [contract.QUEUE, *r.zrange(contract.TAKING, 0, -1)]
+    for raw in (raw for key in lists for raw in r.lrange(key, 0, -1)):
         held |= _seqs_in(json.loads(raw))
     for raw in r.hvals(contract.UNACKED):
         held |= _seqs_in(json.loads(raw)[0])
@@ -84,6 +82,17 @@ def unacked_events(r: redis.Redis, tags: Iterable[bytes] | None = None) -> int:
         wanted = list(tags)
         raws = [v for v in r.hmget(contract.UNACKED, wanted) if v is not None] if wanted else []
     return sum(_events_in(json.loads(raw)[0]) for raw in raws)
+
+
+def taking_events(r: redis.Redis) -> int:
+    """Events in messages being taken: moved into a worker's taking list, not yet recorded."""
+    lists = r.zrange(contract.TAKING, 0, -1)
+    return sum(_events_in(json.loads(raw)) for key in lists for raw in r.lrange(key, 0, -1))
+
+
+def nothing_held(r: redis.Redis) -> bool:
+    """No message queued, being taken or unacknowledged: every worker is done with its work."""
+    return not (r.llen(contract.QUEUE) or r.hlen(contract.UNACKED) or taking_events(r))
 
 
 @dataclass(frozen=True)
@@ -129,27 +138,3 @@ def wait_settled(
             f"{what}: {len(tally.missing)} events missing, e.g. {missing}; {tally}"
         ) from None
     return Tally.of(wanted, receiver, r)
-
-
-def kill_outside_the_brpop_window(
-    worker: WorkerProcess, r: redis.Redis, receiver: ChaosReceiver, seqs: Iterable[Any]
-) -> int:
-    """SIGKILL the worker's process group at a moment when no event exists only in its memory.
-
-    kombu takes a message off the queue with BRPOP and records it as unacknowledged in a second
-    round trip; a SIGKILL in between loses the message (a known gap, pinned by its own xfail
-    test). So the group is frozen first (SIGSTOP), and killed only if every event is delivered
-    or held in Redis; otherwise thawed and tried again. Returns how many freezes found the
-    window open.
-    """
-    assert worker.proc is not None
-    wanted = set(seqs)
-    for caught in range(200):
-        os.killpg(worker.proc.pid, signal.SIGSTOP)
-        if not wanted - receiver.delivered_seqs() - held_seqs(r):
-            worker.kill()  # SIGKILL ends a stopped process too
-            return caught
-        os.killpg(worker.proc.pid, signal.SIGCONT)
-        time.sleep(0.005)
-    worker.kill()
-    raise AssertionError("the worker was inside the BRPOP window at 200 freezes in a row")
