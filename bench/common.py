@@ -114,8 +114,12 @@ class Service:
     than through a pipe into this process, so reading it costs the measured machine nothing.
     """
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, ready_count: int = 1
+    ) -> None:
         self.name = name
+        #: how many times the ready line must appear (once per process of a supervisor)
+        self.ready_count = ready_count
         self.argv = argv
         self.env = env
         self.log_path = log_dir / f"{name}.log"
@@ -133,7 +137,7 @@ class Service:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while ready not in self.log():
+        while self.log().count(ready) < self.ready_count:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")

@@ -47,6 +47,7 @@ from bench.common import (
 from bench.receiver import Receiver
 from producer import Producer, ProducerSettings, contract
 from tests.helpers import worker_env
+from worker.cpus import available_cpus
 
 PHONE = "+915673412780"
 CONCURRENCY = 16  # our worker's default, and the naive threads pool's
@@ -94,7 +95,7 @@ class Plan:
     outage_seconds: float
     outage_rate: float  # our worker's LIMECHAT_RATE_LIMIT (per second) in the outage scenario
     idle_timeout: float  # give up waiting when nothing arrives for this long
-    ours_processes: int = 1  # `limechat-events worker` processes for "ours"
+    ours_processes: int = field(default_factory=available_cpus)  # LIMECHAT_WORKER_PROCESSES
 
     @classmethod
     def quick(cls) -> Plan:
@@ -249,9 +250,10 @@ def ours_env(receiver: Receiver, **overrides: str) -> dict[str, str]:
 
 
 def ours_workers(name: str, env: dict[str, str], out: Path, processes: int) -> Services:
-    """``processes`` x ``limechat-events worker`` (1 unless --ours-processes says otherwise)."""
+    """One ``limechat-events worker`` running ``processes`` processes (its default: one per CPU)."""
     argv = [sys.executable, "-m", "worker", "worker"]
-    return Services([Service(f"{name}-{n}", argv, env, out) for n in range(processes)])
+    env = {**env, "LIMECHAT_WORKER_PROCESSES": str(processes)}
+    return Services([Service(name, argv, env, out, ready_count=processes)])
 
 
 def naive_env(receiver: Receiver) -> dict[str, str]:
@@ -416,7 +418,7 @@ def run_ours(receiver: Receiver, plan: Plan, out: Path, results: Results) -> Non
 
             receiver.mode(200, SLOW_SECONDS)
             try:
-                allowed = CONCURRENCY / SLOW_SECONDS
+                allowed = CONCURRENCY * plan.ours_processes / SLOW_SECONDS  # threads in all
                 count = max(20, int(allowed * plan.slow_seconds))
                 print(f"ours: receiver answering in {SLOW_SECONDS * 1000:.0f} ms", flush=True)
                 fig["slow"] = deliver_run(ours, service, receiver, count, plan)
@@ -998,8 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ours-processes",
         type=int,
-        default=1,
-        help="worker processes for ours (default 1: one `limechat-events worker`)",
+        default=None,
+        help="LIMECHAT_WORKER_PROCESSES for ours (default: the worker's, one per CPU)",
     )
     parser.add_argument(
         "--replot", action="store_true", help="only redraw the charts from OUT/results.json"
@@ -1019,7 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.outage_events = args.outage_events
     if args.rate:
         plan.outage_rate = args.rate
-    plan.ours_processes = args.ours_processes
+    if args.ours_processes:
+        plan.ours_processes = args.ours_processes
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -1031,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
         loadavg_before=loadavg(),
     )
     setup = (
-        f"ours: {plan.ours_processes} x `limechat-events worker` ({CONCURRENCY} threads); "
+        f"ours: `limechat-events worker`, {plan.ours_processes} processes of {CONCURRENCY}"
+        " threads; "
         f"naive: threads pool {CONCURRENCY}, prefork pool {os.cpu_count()}"
     )
     results.plan["setup"] = setup

@@ -48,6 +48,7 @@ def worker_env(redis_url: str, api_url: str, **overrides: str) -> dict[str, str]
         LIMECHAT_VISIBILITY_TIMEOUT="4",
         LIMECHAT_SCHEDULER_INTERVAL_SECONDS="0.1",
         LIMECHAT_WORKER_CONCURRENCY="4",
+        LIMECHAT_WORKER_PROCESSES="1",
         LIMECHAT_RATE_LIMIT="off",
         LOG_LEVEL="DEBUG",
         PYTHONUNBUFFERED="1",

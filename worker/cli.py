@@ -46,12 +46,19 @@ def main() -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    help="Threads delivering events [default: LIMECHAT_WORKER_CONCURRENCY or 16].",
+    help="Threads delivering events, per process [default: LIMECHAT_WORKER_CONCURRENCY or 16].",
 )
-def worker(concurrency: int | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes [default: LIMECHAT_WORKER_PROCESSES or one per CPU available].",
+)
+def worker(concurrency: int | None, processes: int | None) -> None:
     """Run a worker: deliver queued events to LimeChat and promote parked retries.
 
     Needs LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID (refuses to start without them).
+    Runs one process per CPU (a Python process delivers on one core), each with its threads;
+    the processes share the queue, the rate limit and the retries through Redis.
     Stop it with SIGTERM or Ctrl-C: running deliveries finish, unstarted ones stay queued.
     """
     from .settings import Settings
@@ -60,7 +67,22 @@ def worker(concurrency: int | None) -> None:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    run_worker(settings, concurrency)
+    run_workers(settings, concurrency, processes)
+
+
+def run_workers(settings: Any, concurrency: int | None, processes: int | None) -> None:
+    """One worker in this process, or a supervisor of several (``--processes``)."""
+    from .cpus import available_cpus
+
+    count = processes or settings.processes or available_cpus()
+    if count == 1:
+        run_worker(settings, concurrency)
+        return
+    from .logs import configure as configure_logging
+    from .supervisor import supervise
+
+    configure_logging(settings.log_level, settings.log_format)
+    raise SystemExit(supervise(count, concurrency))
 
 
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
@@ -217,7 +239,12 @@ def sandbox(host: str, port: int, token: str | None, account: str | None) -> Non
     type=click.IntRange(0, 65535),
     help="Port of the sandbox started when no credentials are set.",
 )
-def up(sandbox_port: int) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes [default: LIMECHAT_WORKER_PROCESSES or one per CPU available].",
+)
+def up(sandbox_port: int, processes: int | None) -> None:
     """Development: start Redis if none answers, the sandbox if no credentials, and a worker."""
     from .devrun import bring_up
 
@@ -225,7 +252,7 @@ def up(sandbox_port: int) -> None:
         settings = bring_up(sandbox_port)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    run_worker(settings)
+    run_workers(settings, None, processes)
 
 
 @main.group()

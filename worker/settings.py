@@ -11,6 +11,7 @@ from producer import contract
 from producer.config import DEFAULT_REDIS_URL, env_float, env_int, env_str, redis_url
 from producer.errors import ConfigError
 
+from .cpus import available_cpus
 from .ratelimit import Rate, parse_rate
 
 DEFAULT_API_URL = "https://flow-builder.limechat.ai/api/v1/cvf-events"
@@ -35,6 +36,8 @@ class Settings:
         default=300.0, metadata={"env": "LIMECHAT_VISIBILITY_TIMEOUT"}
     )
     concurrency: int = field(default=16, metadata={"env": "LIMECHAT_WORKER_CONCURRENCY"})
+    #: worker processes per ``limechat-events worker``; 0 (the default) means one per CPU
+    processes: int = field(default=0, metadata={"env": "LIMECHAT_WORKER_PROCESSES"})
     batch_size: int = field(
         default=contract.DEFAULT_BATCH_SIZE, metadata={"env": "LIMECHAT_BATCH_SIZE"}
     )
@@ -103,6 +106,9 @@ class Settings:
                 environ, "LIMECHAT_VISIBILITY_TIMEOUT", d["visibility_timeout"], minimum=1.0
             ),
             concurrency=env_int(environ, "LIMECHAT_WORKER_CONCURRENCY", d["concurrency"]),
+            processes=env_int(
+                environ, "LIMECHAT_WORKER_PROCESSES", d["processes"] or available_cpus()
+            ),
             batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", d["batch_size"]),
             scheduler_interval=env_float(
                 environ,

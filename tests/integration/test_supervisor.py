@@ -1,0 +1,119 @@
+"""``limechat-events worker --processes N``: real processes started, replaced and stopped.
+
+The supervisor's own behaviour is tried over stand-in children (tests/integration/supervised.py:
+they sleep until SIGTERM); then a real two-process worker delivers and stops on one SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from producer import Producer
+from tests.helpers import WorkerProcess, wait_for, worker_env
+from worker.sandbox import Sandbox
+from worker.stats import snapshot
+
+PHONE = "+915673412780"
+
+
+def supervised(startup_seconds: float, processes: int, fail_once: str = "-") -> WorkerProcess:
+    argv = ["-m", "tests.integration.supervised", str(startup_seconds), str(processes), fail_once]
+    return WorkerProcess(dict(os.environ), argv).start(wait_ready=False)
+
+
+def children(proc: WorkerProcess) -> list[int]:
+    return [int(pid) for pid in re.findall(r"child ready (\d+)", proc.text())]
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"  # a zombie has finished; only its parent's wait is missing
+
+
+def exit_code(proc: WorkerProcess, timeout: float) -> int:
+    assert proc.proc is not None
+    try:
+        return proc.proc.wait(timeout)
+    finally:
+        proc.kill()
+
+
+def test_a_child_that_dies_is_replaced_and_one_sigterm_stops_them_all() -> None:
+    sup = supervised(startup_seconds=0, processes=2)
+    try:
+        wait_for(lambda: len(children(sup)) == 2, 20, "two children")
+        first, second = children(sup)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(children(sup)) == 3, 20, "a third child replacing the killed one")
+        assert sup.saw(f"worker process {first} exited with code -9")
+        assert sup.saw("starting another")
+        replacement = children(sup)[2]
+        assert sup.proc is not None
+        os.kill(sup.proc.pid, signal.SIGTERM)  # the supervisor only, as `docker stop` does
+        assert exit_code(sup, 20) == 0, sup.text()
+    finally:
+        sup.kill()
+    assert all(gone(pid) for pid in (second, replacement))
+
+
+def test_a_child_failing_at_start_stops_the_others_with_its_exit_code(tmp_path: Path) -> None:
+    sup = supervised(startup_seconds=30, processes=2, fail_once=str(tmp_path / "failed"))
+    try:
+        assert exit_code(sup, 30) == 3, sup.text()
+    finally:
+        sup.kill()
+    assert sup.saw("exited with code 3") and sup.saw("stopping the others")
+    assert [gone(pid) for pid in children(sup)] == [True]  # the one that had started
+
+
+def test_children_do_not_outlive_a_supervisor_killed_with_sigkill() -> None:
+    sup = supervised(startup_seconds=30, processes=2)
+    try:
+        wait_for(lambda: len(children(sup)) == 2, 20, "two children")
+        assert sup.proc is not None
+        os.kill(sup.proc.pid, signal.SIGKILL)  # the supervisor only: no chance to pass it on
+        wait_for(lambda: all(gone(pid) for pid in children(sup)), 10, "the children to stop")
+    finally:
+        sup.kill()
+
+
+def test_two_worker_processes_share_the_queue_and_stop_on_one_sigterm(
+    redis_url: str, r: redis.Redis, producer: Producer, receiver: Sandbox
+) -> None:
+    env = worker_env(redis_url, receiver.url, LIMECHAT_WORKER_PROCESSES="2", LOG_LEVEL="INFO")
+    worker = WorkerProcess(env).start(wait_ready=False)
+    try:
+        wait_for(lambda: worker.text().count("worker ready") == 2, 30, "two worker processes")
+        wait_for(lambda: snapshot(r, None, None)["workers_alive"] == 2, 10, "two heartbeats")
+        producer.send_events([{"event": "order_placed", "phone": PHONE}] * 100)
+        wait_for(lambda: len(receiver.accepted()) == 100, 30, "100 deliveries")
+        assert worker.proc is not None
+        os.kill(worker.proc.pid, signal.SIGTERM)
+        assert exit_code(worker, 30) == 0, worker.text()[-3000:]
+    finally:
+        worker.kill()
+    assert worker.text().count("worker: Warm shutdown") == 2, worker.text()[-3000:]
+    assert r.llen("limechat:events") == 0 and r.hlen("limechat:unacked") == 0
+
+
+def test_a_bad_setting_stops_the_command_before_any_process_starts(redis_url: str) -> None:
+    env = worker_env(redis_url, "http://127.0.0.1:9/", LIMECHAT_WORKER_PROCESSES="two")
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "LIMECHAT_WORKER_PROCESSES='two' is not a whole number" in result.stderr
