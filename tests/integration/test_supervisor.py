@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,26 @@ def test_a_bad_setting_stops_the_command_before_any_process_starts(redis_url: st
     )
     assert result.returncode == 2
     assert "LIMECHAT_WORKER_PROCESSES='two' is not a whole number" in result.stderr
+
+
+def test_make_run_delivers_to_its_sandbox_from_two_processes_and_stops_cleanly(
+    redis_url: str, producer: Producer
+) -> None:
+    """``limechat-events up`` without credentials: the sandbox in the parent, workers in two."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
+    env.update(REDIS_URL=redis_url, LIMECHAT_WORKER_PROCESSES="2", PYTHONUNBUFFERED="1")
+    up = WorkerProcess(env, ["-m", "worker", "up", "--sandbox-port", str(port)])
+    up.start(wait_ready=False)
+    try:
+        wait_for(lambda: up.text().count("worker ready") == 2, 30, "two worker processes")
+        assert up.saw("SANDBOX MODE") and up.saw(f"127.0.0.1:{port}")
+        producer.send_event("order_placed", phone=PHONE, data={"order_id": "98765"})
+        wait_for(lambda: up.saw("sandbox: 200 event=order_placed"), 20, "the sandbox to print it")
+        assert up.proc is not None
+        os.kill(up.proc.pid, signal.SIGTERM)
+        assert exit_code(up, 30) == 0, up.text()[-3000:]
+    finally:
+        up.kill()
