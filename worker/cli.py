@@ -86,9 +86,17 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
 
 
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
+    from celery import signals
+
     from .app import create_app
 
     app = create_app(settings)
+    stopped: list[Any] = []  # the worker, as its shutdown signal names it
+
+    def remember(sender: Any, **_: Any) -> None:
+        stopped.append(sender)
+
+    signals.worker_shutdown.connect(remember, weak=False)
     app.worker_main(
         [
             "worker",
@@ -102,6 +110,11 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
             "--without-heartbeat",
         ]
     )
+    # worker_main drops the worker's exit code: one that died of an unrecoverable error would
+    # exit 0, and a supervisor restarting on failure would leave it dead.
+    code = getattr(stopped[-1], "exitcode", 0) if stopped else 0
+    if code:
+        raise SystemExit(code)
 
 
 @main.command()

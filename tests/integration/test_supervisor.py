@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from producer import Producer
-from tests.helpers import WorkerProcess, wait_for, worker_env
+from tests.helpers import WorkerProcess, running_worker, wait_for, worker_env
 from worker.sandbox import Sandbox
 from worker.stats import snapshot
 
@@ -141,3 +141,21 @@ def test_make_run_delivers_to_its_sandbox_from_two_processes_and_stops_cleanly(
         assert exit_code(up, 30) == 0, up.text()[-3000:]
     finally:
         up.kill()
+
+
+def test_a_worker_that_dies_of_an_unrecoverable_error_exits_non_zero(
+    redis_url: str, producer: Producer, receiver: Sandbox
+) -> None:
+    """Celery's ``app.worker_main`` drops the exit code (it exited 0); ours passes it on."""
+    env = worker_env(redis_url, receiver.url, LOG_LEVEL="INFO")
+    worker = WorkerProcess(env, ["-m", "tests.integration.crash_on_take"]).start()
+    try:
+        producer.send_event("order_placed", phone=PHONE)
+        code = exit_code(worker, 30)
+    finally:
+        worker.kill()
+    assert worker.saw("Unrecoverable error") and worker.saw("injected"), worker.text()[-3000:]
+    assert code == 1, worker.text()[-3000:]
+    # and the event it was taking is not lost: the next worker delivers it
+    with running_worker(env):
+        wait_for(lambda: len(receiver.accepted()) == 1, 30, "the event, by the next worker")
