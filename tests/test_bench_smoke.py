@@ -20,18 +20,24 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_quick_bench_runs_every_scenario(redis_url: str, tmp_path: Path) -> None:
+def run_bench(redis_url: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.<args>`` on the test database, as a user would run it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
     env["LIMECHAT_BENCH_REDIS_URL"] = redis_url
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def test_quick_bench_runs_every_scenario(redis_url: str, tmp_path: Path) -> None:
+    result = run_bench(redis_url, "bench.run", "--quick", "--out", str(tmp_path), timeout=150)
     lines = result.stdout.splitlines()
     missing = [s for s in SCENARIOS if not any(line.startswith(s) for line in lines)]
     assert not missing, f"scenario rows missing: {missing}\n{result.stdout[-4000:]}"
@@ -43,25 +49,6 @@ def test_quick_bench_runs_every_scenario(redis_url: str, tmp_path: Path) -> None
 
 
 def test_kill_stress_runs_and_loses_nothing(redis_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
-    env["LIMECHAT_BENCH_REDIS_URL"] = redis_url
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.kill_stress",
-            "--events",
-            "300",
-            "--kills",
-            "2",
-            "--runs",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    args = ("bench.kill_stress", "--events", "300", "--kills", "2", "--runs", "1")
+    result = run_bench(redis_url, *args, timeout=120)
     assert "lost in all: 0 in 2 kills" in result.stdout, result.stdout
