@@ -50,6 +50,7 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
     pipe.hgetall(contract.DLQ_REASON_COUNTS)
     pipe.hgetall(contract.STATS_COUNTERS)
     pipe.zrangebyscore(contract.WORKERS, now - ALIVE_SECONDS, "+inf")
+    pipe.zrange(contract.TAKING, 0, -1)
     keys = contract.rate_keys(account) if account else None
     if keys:
         pipe.get(keys.pause)
@@ -64,13 +65,16 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
         reasons,
         counters,
         workers,
+        taking_lists,
         *rate_state,
     ) = pipe.execute()
     pause_until = float(rate_state[0]) if keys and rate_state[0] else None
     factor = float(rate_state[1]) if keys and rate_state[1] else 1.0
     totals, per_event, per_status = _split_counters(counters)
     return {
-        "queue": {"waiting": queued, "in_flight": in_flight},
+        # (in flight: recorded as unacknowledged, or moved into a worker's taking list and
+        # not recorded yet, which is where a worker that died at that moment left it)
+        "queue": {"waiting": queued, "in_flight": in_flight + _being_taken(client, taking_lists)},
         "retries": {
             "parked": parked + claimed,
             "next_due_in_seconds": round(first_due[0][1] - now, 3) if first_due else None,
@@ -92,6 +96,15 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
         },
         "workers_alive": len(workers),
     }
+
+
+def _being_taken(client: redis.Redis, taking_lists: list[bytes]) -> int:
+    if not taking_lists:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for key in taking_lists:
+        pipe.llen(key)
+    return sum(pipe.execute())
 
 
 def _split_counters(
