@@ -92,11 +92,16 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
 
     app = create_app(settings)
     stopped: list[Any] = []  # the worker, as its shutdown signal names it
+    asked: list[int] = []  # exit codes of the shutdowns signals asked for (a cold one is 1)
 
     def remember(sender: Any, **_: Any) -> None:
         stopped.append(sender)
 
+    def remember_asked(exitcode: Any = 0, **_: Any) -> None:
+        asked.append(exitcode if isinstance(exitcode, int) else 0)
+
     signals.worker_shutdown.connect(remember, weak=False)
+    signals.worker_shutting_down.connect(remember_asked, weak=False)
     app.worker_main(
         [
             "worker",
@@ -111,8 +116,9 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
         ]
     )
     # worker_main drops the worker's exit code: one that died of an unrecoverable error would
-    # exit 0, and a supervisor restarting on failure would leave it dead.
-    code = getattr(stopped[-1], "exitcode", 0) if stopped else 0
+    # exit 0, and a supervisor restarting on failure would leave it dead. (A cold shutdown
+    # never sets it: its code is the one its signal handler announced.)
+    code = (getattr(stopped[-1], "exitcode", 0) if stopped else 0) or max(asked, default=0)
     if code:
         raise SystemExit(code)
 

@@ -159,3 +159,19 @@ def test_a_worker_that_dies_of_an_unrecoverable_error_exits_non_zero(
     # and the event it was taking is not lost: the next worker delivers it
     with running_worker(env):
         wait_for(lambda: len(receiver.accepted()) == 1, 30, "the event, by the next worker")
+
+
+def test_a_cold_shutdown_is_exit_code_1_through_the_supervisor(
+    redis_url: str, receiver: Sandbox
+) -> None:
+    """SIGQUIT (Celery's cold shutdown) exits 1, as Celery means it to; a warm one exits 0."""
+    env = worker_env(redis_url, receiver.url, LIMECHAT_WORKER_PROCESSES="2", LOG_LEVEL="INFO")
+    worker = WorkerProcess(env).start(wait_ready=False)
+    try:
+        wait_for(lambda: worker.text().count("worker ready") == 2, 30, "two worker processes")
+        assert worker.proc is not None
+        os.kill(worker.proc.pid, signal.SIGQUIT)
+        assert exit_code(worker, 30) == 1, worker.text()[-3000:]
+    finally:
+        worker.kill()
+    assert worker.text().count("Cold shutdown") == 2, worker.text()[-3000:]
