@@ -19,6 +19,20 @@ TEST_TOKEN = "test-token-5e3f9c1d-never-log-me"
 TEST_ACCOUNT = "acct-123"
 
 
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``limechat-events ARGS`` in a subprocess with ``env``; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
 ) -> Any:

@@ -72,9 +72,7 @@ def worker(concurrency: int | None, processes: int | None) -> None:
 
 def run_workers(settings: Any, concurrency: int | None, processes: int | None) -> None:
     """One worker in this process, or a supervisor of several (``--processes``)."""
-    from .cpus import available_cpus
-
-    count = processes or settings.processes or available_cpus()
+    count = processes or settings.processes  # (settings resolve "one per CPU")
     if count == 1:
         run_worker(settings, concurrency)
         return

@@ -29,8 +29,11 @@ STARTUP_SECONDS = 10.0
 RESTART_SPACING_SECONDS = 1.0
 #: Signals that stop the workers: SIGTERM and SIGINT a warm shutdown (deliveries in flight
 #: finish), SIGQUIT Celery's cold one.
-_FORWARDED = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGTERM}
-_FORWARDED[signal.SIGQUIT] = signal.SIGQUIT
+_FORWARDED = {
+    signal.SIGTERM: signal.SIGTERM,
+    signal.SIGINT: signal.SIGTERM,
+    signal.SIGQUIT: signal.SIGQUIT,
+}
 _PR_SET_PDEATHSIG = 1
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -11,7 +9,7 @@ from collections import Counter
 import redis
 
 from producer import Producer, contract
-from tests.helpers import ROOT, running_worker, worker_env
+from tests.helpers import run_cli, running_worker, worker_env
 
 from .figures import record
 from .receiver import Action, Answer, ChaosReceiver, Received, Reset
@@ -57,14 +55,8 @@ def test_an_outage_past_the_attempts_dead_letters_everything_and_a_replay_delive
         # When LimeChat is back and an operator replays the DLQ with the CLI
         down.clear()
         replayed_at = time.monotonic()
-        replay = subprocess.run(
-            [sys.executable, "-m", "worker", "dlq", "replay", "--all"],
-            cwd=ROOT,
-            env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+        replay = run_cli(env, "dlq", "replay", "--all")
         assert replay.returncode == 0, replay.stderr
         assert f"replayed {events} event(s)" in replay.stdout
         # (the replay took every entry off the DLQ: settled now means delivered)

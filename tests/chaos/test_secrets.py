@@ -20,7 +20,15 @@ import redis
 
 from producer import EnqueueError, Producer, ProducerSettings, contract, wire
 from producer.envelope import new_event
-from tests.helpers import ROOT, TEST_ACCOUNT, TEST_TOKEN, running_worker, wait_for, worker_env
+from tests.helpers import (
+    ROOT,
+    TEST_ACCOUNT,
+    TEST_TOKEN,
+    run_cli,
+    running_worker,
+    wait_for,
+    worker_env,
+)
 
 from .receiver import Action, Answer, ChaosReceiver, Received, Reset
 from .redis_server import RedisServer, make_tls_files, redis_supports_tls
@@ -44,14 +52,7 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
         "LIMECHAT_ACCESS_TOKEN": TEST_TOKEN,
         "LIMECHAT_ACCOUNT_ID": TEST_ACCOUNT,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(env, *args)
 
 
 def assert_never_shown(text: str, password: str = PASSWORD) -> None:

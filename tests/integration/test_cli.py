@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from click.testing import CliRunner
 
 from producer import contract
 from producer.envelope import new_event
-from tests.helpers import ROOT
+from tests.helpers import run_cli
 from tests.unit.test_files import SEED_ORDER_PLACED
 from worker.cli import main
 from worker.deadletter import DeadLetters
@@ -105,33 +103,20 @@ def test_dlq_replay_needs_ids_or_all(cli: CliRunner) -> None:
 
 
 def test_the_worker_refuses_to_start_without_credentials_naming_them() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "worker"],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:6379/15"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli({"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:6379/15"}, "worker")
     assert result.returncode == 2
     assert "missing LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_bad_setting_names_the_variable() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "worker"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "LIMECHAT_ACCESS_TOKEN": "t",
-            "LIMECHAT_ACCOUNT_ID": "a",
-            "LIMECHAT_MAX_ATTEMPTS": "lots",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LIMECHAT_ACCESS_TOKEN": "t",
+        "LIMECHAT_ACCOUNT_ID": "a",
+        "LIMECHAT_MAX_ATTEMPTS": "lots",
+    }
+    result = run_cli(env, "worker")
     assert result.returncode == 2
     assert "LIMECHAT_MAX_ATTEMPTS='lots' is not a whole number" in result.stderr
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +12,14 @@ import redis
 
 from producer import Producer, contract, wire
 from producer.envelope import new_event
-from tests.helpers import ROOT, TEST_TOKEN, WorkerProcess, running_worker, wait_for, worker_env
+from tests.helpers import (
+    TEST_TOKEN,
+    WorkerProcess,
+    run_cli,
+    running_worker,
+    wait_for,
+    worker_env,
+)
 from worker.deadletter import DeadLetters
 from worker.sandbox import Reply, Request, Sandbox
 
@@ -238,14 +243,8 @@ def test_receiver_down_past_max_attempts_then_replay_delivers_everything(
 
         back = Sandbox(port=port, token=TEST_TOKEN).start()
         try:
-            replay = subprocess.run(
-                [sys.executable, "-m", "worker", "dlq", "replay", "--all"],
-                cwd=ROOT,
-                env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+            replay = run_cli(env, "dlq", "replay", "--all", timeout=30)
             assert replay.returncode == 0, replay.stderr
             assert "replayed 12 event(s)" in replay.stdout
             wait_for(lambda: len(back.accepted()) >= 12, 30, "the replayed events")

@@ -6,8 +6,6 @@ import base64
 import gzip
 import json
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +20,14 @@ from sentry_sdk.transport import Transport
 
 from producer import Producer
 from producer.envelope import new_event
-from tests.helpers import ROOT, TEST_ACCOUNT, TEST_TOKEN, running_worker, wait_for, worker_env
+from tests.helpers import (
+    TEST_ACCOUNT,
+    TEST_TOKEN,
+    run_cli,
+    running_worker,
+    wait_for,
+    worker_env,
+)
 from worker.app import build_deliverer
 from worker.cli import main
 from worker.deadletter import DeadLetters
@@ -283,19 +288,13 @@ def test_stats_counts_everything_and_shows_a_pause(
 
 
 def test_ping_for_health_checks(redis_url: str) -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "worker", "ping"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "REDIS_URL": redis_url,
-            "LIMECHAT_ACCESS_TOKEN": "t",
-            "LIMECHAT_ACCOUNT_ID": "a",
-        },
-        timeout=60,
-    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "REDIS_URL": redis_url,
+        "LIMECHAT_ACCESS_TOKEN": "t",
+        "LIMECHAT_ACCOUNT_ID": "a",
+    }
+    ok = run_cli(env, "ping")
     assert (ok.returncode, ok.stdout.strip()) == (0, "ok")
     no_creds = CliRunner(env={"REDIS_URL": redis_url}).invoke(main, ["ping"])
     assert no_creds.exit_code == 1 and "LIMECHAT_ACCESS_TOKEN" in no_creds.output

@@ -10,14 +10,12 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import redis
 
 from producer import Producer
-from tests.helpers import WorkerProcess, running_worker, wait_for, worker_env
+from tests.helpers import WorkerProcess, run_cli, running_worker, wait_for, worker_env
 from worker.sandbox import Sandbox
 from worker.stats import snapshot
 
@@ -109,13 +107,7 @@ def test_two_worker_processes_share_the_queue_and_stop_on_one_sigterm(
 
 def test_a_bad_setting_stops_the_command_before_any_process_starts(redis_url: str) -> None:
     env = worker_env(redis_url, "http://127.0.0.1:9/", LIMECHAT_WORKER_PROCESSES="two")
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli(env, "worker")
     assert result.returncode == 2
     assert "LIMECHAT_WORKER_PROCESSES='two' is not a whole number" in result.stderr
 
