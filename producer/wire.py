@@ -24,38 +24,49 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def encode_message(events: Sequence[Event], *, queue: str = contract.QUEUE) -> str:
-    """One ``deliver(events)`` task message, serialised as kombu's Redis transport stores it."""
+def encode_message(
+    events: Sequence[Event], *, queue: str = contract.QUEUE, redelivered: bool = False
+) -> str:
+    """One ``deliver(events)`` task message, serialised as kombu's Redis transport stores it.
+
+    ``redelivered`` marks a message that carries events which may have reached LimeChat
+    already (retries promoted from the schedule, a batch handed back, replays, imports): the
+    worker reads the delivered markers only for such messages, as for those kombu restores.
+    """
     task_id = str(uuid.uuid4())
     body = json.dumps([[list(events)], {}, _EMBED], ensure_ascii=False, allow_nan=False)
     first = events[0]["id"] if events else ""
+    headers: dict[str, object] = {
+        "lang": "py",
+        "task": contract.TASK_DELIVER,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        # What `celery inspect` and the worker's log show instead of the whole payload.
+        "argsrepr": f"<{len(events)} event(s), first {first}>",
+        "kwargsrepr": "{}",
+        "origin": _ORIGIN,
+        "ignore_result": True,
+    }
+    delivery_info: dict[str, object] = {"exchange": "", "routing_key": queue}
+    if redelivered:  # (where kombu's own restore puts the flag)
+        headers["redelivered"] = delivery_info["redelivered"] = True
     message = {
         "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {
-            "lang": "py",
-            "task": contract.TASK_DELIVER,
-            "id": task_id,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
-            "retries": 0,
-            "timelimit": [None, None],
-            "root_id": task_id,
-            "parent_id": None,
-            # What `celery inspect` and the worker's log show instead of the whole payload.
-            "argsrepr": f"<{len(events)} event(s), first {first}>",
-            "kwargsrepr": "{}",
-            "origin": _ORIGIN,
-            "ignore_result": True,
-        },
+        "headers": headers,
         "properties": {
             "correlation_id": task_id,
             "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue},
+            "delivery_info": delivery_info,
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
@@ -64,6 +75,11 @@ def encode_message(events: Sequence[Event], *, queue: str = contract.QUEUE) -> s
     return json.dumps(message)
 
 
-def encode_batches(events: Sequence[Event], batch_size: int) -> list[str]:
+def encode_batches(
+    events: Sequence[Event], batch_size: int, *, redelivered: bool = False
+) -> list[str]:
     """Messages of at most ``batch_size`` events each, in order."""
-    return [encode_message(events[i : i + batch_size]) for i in range(0, len(events), batch_size)]
+    return [
+        encode_message(events[i : i + batch_size], redelivered=redelivered)
+        for i in range(0, len(events), batch_size)
+    ]
