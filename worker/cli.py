@@ -419,17 +419,28 @@ def _bulk(
     return selection, ids, DeadLetters(_state_redis())
 
 
+_PREVIEW_ROWS = 50
+
+
 def _preview(dead: Any, selection: Any, ids: list[str] | None, verb: str) -> int:
+    """The first 50 entries a replay/purge would take, and how many in all (read, not held)."""
     if ids is not None:
-        entries = [e for e in (dead.get(i) for i in ids) if e and selection.matches(e)]
+        unique = dict.fromkeys(ids)  # (an id given twice is taken once)
+        entries = (e for e in (dead.get(i) for i in unique) if e and selection.matches(e))
     else:
-        entries = list(dead.select(selection))
-    if entries:
-        _print_table(entries[:50])
-        if len(entries) > 50:
-            click.echo(f"... and {len(entries) - 50} more")
-    click.echo(f"would {verb} {len(entries)} dead letter(s)")
-    return len(entries)
+        entries = dead.select(selection)
+    shown: list[dict[str, Any]] = []
+    count = 0
+    for entry in entries:
+        if count < _PREVIEW_ROWS:
+            shown.append(entry)
+        count += 1
+    if shown:
+        _print_table(shown)
+        if count > len(shown):
+            click.echo(f"... and {count - len(shown)} more")
+    click.echo(f"would {verb} {count} dead letter(s)")
+    return count
 
 
 def _with_progress(total: int, label: str, work: Any) -> int:
@@ -513,21 +524,29 @@ def dlq_purge(
     help="Write LimeChat request bodies (for `send --file`) instead of entries.",
 )
 def dlq_export(file: Any, bodies: bool, **filters: Any) -> None:
-    """Write the selected entries as JSON lines to FILE (default: stdout).
+    """Write the selected entries as JSON lines to FILE (default: stdout), oldest first.
 
     Entries keep everything (for audit, or to edit and bring back with `dlq import`);
     --bodies writes just what LimeChat receives, for `send --file` (new event ids).
+    Entries are read in pages that follow a cursor, so a replay, purge or trim running at
+    the same time never makes the export skip an entry that stayed.
     """
     from producer.envelope import request_body
 
     from .deadletter import DeadLetters
 
     selection = _selection(**filters)
-    count = 0
-    for entry in _redis_call(lambda r: list(DeadLetters(r).select(selection))):
-        record = request_body(entry["event"]) if bodies else entry
-        file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        count += 1
+
+    def write_each(r: Any) -> int:
+        # Each entry is written as it is read: the export holds a page, never the selection.
+        count = 0
+        for entry in DeadLetters(r).select(selection):
+            record = request_body(entry["event"]) if bodies else entry
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    count = _redis_call(write_each)
     click.echo(f"exported {count} dead letter(s)", err=True)
 
 
@@ -537,7 +556,9 @@ def dlq_import(file: Any) -> None:
     """Queue the events of an exported (and perhaps edited) file again, with fresh attempts.
 
     Each line is an entry written by `dlq export`. Every event is validated first (all or
-    nothing, errors by line); the events keep their ids, and leave the DLQ as they are queued.
+    nothing, errors by line; an event id on two lines is refused); the events keep their ids,
+    and leave the DLQ as they are queued. The delivered markers still stop any that LimeChat
+    already accepted.
     """
     from producer.api import build_event
     from producer.envelope import Event
@@ -548,10 +569,18 @@ def dlq_import(file: Any) -> None:
     source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
     parsed = parse_json_lines(file, source)
     events: list[Event] = []
+    line_of_id: dict[str, int] = {}
     for item, line in zip(parsed.items, parsed.line_numbers, strict=True):
         envelope = item.get("event") if isinstance(item, dict) else None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("id"), str):
             parsed.add_error(f"{source} line {line}: not a dead-letter entry (no event with an id)")
+            continue
+        first = line_of_id.setdefault(envelope["id"], line)
+        if first != line:
+            parsed.add_error(
+                f"{source} lines {first} and {line}: both are event {envelope['id']}; "
+                "keep one (two copies of an event would overwrite each other)"
+            )
             continue
         try:
             checked = build_event(

@@ -9,10 +9,11 @@ replay, purge, import, or a retention limit the operator set, and then they are 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import redis
@@ -25,7 +26,7 @@ from .selection import Selection
 
 log = logging.getLogger("limechat_events.deadletter")
 
-#: How many entries one replay/purge step reads and moves (one atomic Lua call each).
+#: How many entries one page, replay/purge step or trim call reads or moves (one Lua call each).
 CHUNK = 1000
 EVERYTHING = Selection()
 
@@ -50,12 +51,29 @@ if old then return 0 end
 return 1
 """
 
+# Forgets one dead letter: its index entry, its entry, its reason and that reason's count.
+# Shared by _REMOVE and _TRIM, which run with KEYS[1..4] as _ADD. Returns 1 if it was there.
+_DROP = """
+local function drop(id)
+  local gone = redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  local reason = redis.call('HGET', KEYS[3], id)
+  if reason then
+    redis.call('HINCRBY', KEYS[4], reason, -1)
+    redis.call('HDEL', KEYS[3], id)
+  end
+  return gone
+end
+"""
+
 # KEYS[1..4]: as _ADD   KEYS[5]: the queue
 # ARGV[1]: n   ARGV[2]: '1' if every id must still be in the DLQ (else nothing happens: -1)
 # ARGV[3..n+2]: event ids   ARGV[n+3..]: task messages to push in the same step
 # Removes the ids (and their reason counts) and pushes the messages atomically: an entry never
 # leaves the DLQ without its event being on the queue, and never both stays and is queued.
-_REMOVE = """
+_REMOVE = (
+    _DROP
+    + """
 local n = tonumber(ARGV[1])
 if ARGV[2] == '1' then
   for i = 3, n + 2 do
@@ -63,18 +81,35 @@ if ARGV[2] == '1' then
   end
 end
 local removed = 0
-for i = 3, n + 2 do
-  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2], ARGV[i])
-  local reason = redis.call('HGET', KEYS[3], ARGV[i])
-  if reason then
-    redis.call('HINCRBY', KEYS[4], reason, -1)
-    redis.call('HDEL', KEYS[3], ARGV[i])
-  end
-end
+for i = 3, n + 2 do removed = removed + drop(ARGV[i]) end
 for i = n + 3, #ARGV do redis.call('LPUSH', KEYS[5], ARGV[i]) end
 return removed
 """
+)
+
+# KEYS[1..4]: as _ADD   KEYS[5]: the stats counters
+# ARGV[1]: 'age' or 'count'   ARGV[2]: for 'age', the time at or before which entries go;
+#   for 'count', how many entries to keep   ARGV[3]: the most this call removes
+# Returns how many it removed (fewer than ARGV[3]: the limit is met). Counting and removing
+# in one call is what keeps trimmers in several processes (every worker runs one) from each
+# removing the same excess: one read the count, another removed, the first removed again.
+_TRIM = (
+    _DROP
+    + """
+local ids
+if ARGV[1] == 'age' then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+else
+  local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+  if excess <= 0 then return 0 end
+  ids = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, tonumber(ARGV[3])) - 1)
+end
+local removed = 0
+for _, id in ipairs(ids) do removed = removed + drop(id) end
+if removed > 0 then redis.call('HINCRBY', KEYS[5], 'dlq_trimmed', removed) end
+return removed
+"""
+)
 
 
 def make_entry(
@@ -117,6 +152,7 @@ class DeadLetters:
         self._redis = client
         self._add = client.register_script(_ADD)
         self._remove = client.register_script(_REMOVE)
+        self._trim = client.register_script(_TRIM)
         self.batch_size = batch_size
 
     # --- writing ---
@@ -129,9 +165,11 @@ class DeadLetters:
         status: int | None = None,
         response_body: str = "",
         error: str = "",
+        now: float | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Store a dead letter; returns it and whether it is new (not a redelivered one)."""
-        now = time.time()
+        """Store a dead letter (dead-lettered ``now``, default: the current time); returns it
+        and whether it is new (not a redelivered one)."""
+        now = time.time() if now is None else now
         entry = make_entry(
             event, reason, status=status, response_body=response_body, error=error, now=now
         )
@@ -153,23 +191,20 @@ class DeadLetters:
     def select(
         self, selection: Selection = EVERYTHING, limit: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Matching entries, oldest first, read in chunks (never the whole DLQ at once)."""
-        low = "-inf" if selection.since is None else repr(selection.since)
-        high = "+inf" if selection.until is None else repr(selection.until)
-        offset = yielded = 0
-        while limit is None or yielded < limit:
-            ids = cast(
-                "builtins.list[bytes]",
-                self._redis.zrangebyscore(contract.DLQ_INDEX, low, high, start=offset, num=CHUNK),
-            )
-            if not ids:
-                return
-            offset += len(ids)
+        """Matching entries, oldest first, read a page at a time (never the whole DLQ at once).
+
+        Pages follow a cursor, not an offset: entries that leave while the caller iterates (a
+        trim, a replay, a purge) never make it skip one that stayed, nor read one twice.
+        """
+        if limit is not None and limit < 1:
+            return
+        yielded = 0
+        for ids in self._pages(selection):
             for entry in self._load(ids):
                 if selection.matches(entry):
                     yield entry
                     yielded += 1
-                    if limit is not None and yielded >= limit:
+                    if yielded == limit:
                         return
 
     def list(
@@ -190,6 +225,8 @@ class DeadLetters:
 
         Each chunk leaves the DLQ in the same atomic step that queues it. Entries that arrive
         during the replay are left for the next one (the selection ends at its start time).
+        The messages are marked redelivered, so the worker reads the delivered markers of
+        their events and skips those LimeChat already accepted.
         """
         return self._drain(selection, ids, on_progress, requeue=True)
 
@@ -205,32 +242,35 @@ class DeadLetters:
 
     def enqueue_and_remove(self, events: Sequence[Event]) -> int:
         """Queue (edited) events with fresh attempts, removing their ids from the DLQ in the
-        same atomic step; returns how many of them were in the DLQ."""
+        same atomic step; returns how many of them were in the DLQ.
+
+        One event per id (two would overwrite each other's fix); the messages are marked
+        redelivered, as replays are, so delivered markers are read.
+        """
+        seen: set[str] = set()
+        for e in events:
+            if e["id"] in seen:
+                raise ValueError(f"event id {e['id']} appears more than once")
+            seen.add(e["id"])
         removed = 0
         for start in range(0, len(events), CHUNK):
             chunk = [fresh_attempts(e) for e in events[start : start + CHUNK]]
-            messages = wire.encode_batches(chunk, self.batch_size)
+            messages = wire.encode_batches(chunk, self.batch_size, redelivered=True)
             removed += self._run_remove([e["id"] for e in chunk], messages, require_held=False)
         return removed
 
     def trim(self, max_entries: int | None, max_age: float | None, now: float) -> int:
-        """Apply the retention limits; returns how many entries were removed (and counts them)."""
+        """Apply the retention limits; returns how many entries were removed (and counts them).
+
+        Safe to run from several processes at once: each step counts and removes in one
+        atomic call, so together they never remove more than the limits ask.
+        """
         trimmed = 0
         if max_age is not None:
-            while ids := self._ids_between("-inf", repr(now - max_age), 0):
-                trimmed += self._run_remove([i.decode() for i in ids], [], require_held=False)
+            trimmed += self._trim_to("age", repr(now - max_age))
         if max_entries is not None:
-            excess = self.count() - max_entries
-            while excess > 0:
-                ids = cast(
-                    "builtins.list[bytes]",
-                    self._redis.zrange(contract.DLQ_INDEX, 0, min(excess, CHUNK) - 1),
-                )
-                removed = self._run_remove([i.decode() for i in ids], [], require_held=False)
-                trimmed += removed
-                excess -= max(removed, 1)
+            trimmed += self._trim_to("count", str(max_entries))
         if trimmed:
-            self._redis.hincrby(contract.STATS_COUNTERS, "dlq_trimmed", trimmed)
             log.warning(
                 "retention: trimmed %d dead letters (LIMECHAT_DLQ_MAX_ENTRIES=%s, "
                 "LIMECHAT_DLQ_MAX_AGE_SECONDS=%s)",
@@ -239,6 +279,17 @@ class DeadLetters:
                 max_age,
             )
         return trimmed
+
+    def _trim_to(self, limit: str, value: str) -> int:
+        """Trim by ``limit`` ('age' or 'count') in calls of at most :data:`CHUNK` removals."""
+        trimmed = 0
+        while True:
+            removed = int(
+                self._trim(keys=[*_KEYS, contract.STATS_COUNTERS], args=[limit, value, str(CHUNK)])
+            )
+            trimmed += removed
+            if removed < CHUNK:
+                return trimmed
 
     def _drain(
         self,
@@ -249,16 +300,23 @@ class DeadLetters:
         requeue: bool,
     ) -> int:
         if selection.until is None:
-            selection = Selection(**{**selection.__dict__, "until": time.time()})
+            selection = dataclasses.replace(selection, until=time.time())
         done = 0
         for entries in self._chunks_to_drain(selection, ids):
-            chunk_ids = [e["event_id"] for e in entries]
-            messages: builtins.list[str] = []
-            if requeue:
-                events = [fresh_attempts(e["event"]) for e in entries]
-                messages = wire.encode_batches(events, self.batch_size)
-            removed = self._run_remove(chunk_ids, messages, require_held=requeue)
-            done += max(removed, 0)
+            while entries:
+                chunk_ids = [e["event_id"] for e in entries]
+                messages: builtins.list[str] = []
+                if requeue:
+                    events = [fresh_attempts(e["event"]) for e in entries]
+                    messages = wire.encode_batches(events, self.batch_size, redelivered=True)
+                removed = self._run_remove(chunk_ids, messages, require_held=requeue)
+                if removed >= 0:
+                    done += removed
+                    break
+                # One left meanwhile (another replay, a purge, a trim): again with the rest.
+                entries = [
+                    e for e in self._load([i.encode() for i in chunk_ids]) if selection.matches(e)
+                ]
             if on_progress is not None:
                 on_progress(done)
         return done
@@ -266,27 +324,18 @@ class DeadLetters:
     def _chunks_to_drain(
         self, selection: Selection, ids: Sequence[str] | None
     ) -> Iterator[builtins.list[dict[str, Any]]]:
-        if ids is not None:
-            for start in range(0, len(ids), CHUNK):
-                chunk = [i.encode() for i in ids[start : start + CHUNK]]
-                found = [e for e in self._load(chunk) if selection.matches(e)]
-                if found:
-                    yield found
-            return
-        # Entries leave as we go, so read from the start each time, skipping what does not
-        # match (kept in `skipped`, since it stays put).
-        skipped = 0
-        low = "-inf" if selection.since is None else repr(selection.since)
-        high = repr(selection.until)
-        while True:
-            ids_now = self._ids_between(low, high, skipped)
-            if not ids_now:
-                return
-            entries = builtins.list(self._load(ids_now))
-            matching = [e for e in entries if selection.matches(e)]
-            skipped += len(ids_now) - len(matching)
-            if matching:
-                yield matching
+        if ids is None:
+            pages: Iterable[Sequence[bytes]] = self._pages(selection)
+        else:
+            unique = builtins.list(dict.fromkeys(ids))  # an id given twice is replayed once
+            pages = (
+                [i.encode() for i in unique[start : start + CHUNK]]
+                for start in range(0, len(unique), CHUNK)
+            )
+        for page in pages:
+            found = [e for e in self._load(page) if selection.matches(e)]
+            if found:
+                yield found
 
     def _run_remove(
         self, ids: Sequence[str], messages: Sequence[str], *, require_held: bool
@@ -300,11 +349,38 @@ class DeadLetters:
             )
         )
 
-    def _ids_between(self, low: str, high: str, offset: int) -> builtins.list[bytes]:
-        """Up to :data:`CHUNK` ids dead-lettered between ``low`` and ``high``, oldest first."""
+    def _pages(self, selection: Selection) -> Iterator[builtins.list[bytes]]:
+        """Ids in the selection's time range, oldest first, up to :data:`CHUNK` at a time.
+
+        Each page starts after the last (time, id) of the one before: the index orders equal
+        times by id, so the cursor is exact even when entries share a time, and it stays put
+        when entries before it leave.
+        """
+        low = "-inf" if selection.since is None else repr(selection.since)
+        high = "+inf" if selection.until is None else repr(selection.until)
+        page = self._scores(low, high, CHUNK)
+        while page:
+            yield [member for member, _ in page]
+            last_id, last_time = page[-1]
+            page = self._page_after(last_time, last_id, high)
+
+    def _page_after(
+        self, last_time: float, last_id: bytes, high: str
+    ) -> builtins.list[tuple[bytes, float]]:
+        want = CHUNK
+        while True:
+            rows = self._scores(repr(last_time), high, want)
+            after = [(m, t) for m, t in rows if t > last_time or m > last_id]
+            if after or len(rows) < want:
+                return after
+            want *= 2  # a whole page tied with the last id read: look further along
+
+    def _scores(self, low: str, high: str, count: int) -> builtins.list[tuple[bytes, float]]:
         return cast(
-            "builtins.list[bytes]",
-            self._redis.zrangebyscore(contract.DLQ_INDEX, low, high, start=offset, num=CHUNK),
+            "builtins.list[tuple[bytes, float]]",
+            self._redis.zrangebyscore(
+                contract.DLQ_INDEX, low, high, start=0, num=count, withscores=True
+            ),
         )
 
     def _load(self, ids: Sequence[bytes]) -> Iterator[dict[str, Any]]:

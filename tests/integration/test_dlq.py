@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+import os
+import subprocess
+import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -12,13 +17,17 @@ import redis
 from click.testing import CliRunner
 
 from producer import contract
-from producer.envelope import Event, new_event
+from producer.envelope import Event, new_event, request_body
+from tests.helpers import ROOT
+from tests.integration.trimmer import trim_on_each_start
 from worker.cli import main
 from worker.deadletter import DeadLetters
 from worker.outcome import Reason
 from worker.selection import Selection
 
 PHONE = "+915673412780"
+
+pytestmark = pytest.mark.integration
 
 
 def event(name: str = "order_placed", **data: object) -> Event:
@@ -33,6 +42,24 @@ def queued(r: redis.Redis) -> list[Event]:
     for raw in reversed(r.lrange(contract.QUEUE, 0, -1)):
         out.extend(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
     return out
+
+
+def fill(
+    r: redis.Redis,
+    count: int,
+    reason: Reason = Reason.EXHAUSTED,
+    *,
+    first_at: float | None = None,
+    **data: object,
+) -> None:
+    """``count`` dead letters, oldest first, each with ``data`` and its number ``i``; with
+    ``first_at``, number i is dead-lettered at ``first_at + i`` seconds."""
+    with r.pipeline(transaction=False) as pipe:
+        writer = DeadLetters(pipe)  # (its script calls queue up in the pipeline)
+        for i in range(count):
+            at = None if first_at is None else first_at + i
+            writer.add(event(i=i, **data), reason, status=503, now=at)
+        pipe.execute()
 
 
 @pytest.fixture
@@ -223,12 +250,50 @@ def test_export_bodies_feed_send_file(
     assert len(bodies) == 4 and set(bodies[0]) == {"distinct_id", "phone", "event", "data"}
     sent = cli.invoke(main, ["send", "--file", str(path)])
     assert sent.exit_code == 0 and "enqueued 4 event(s)" in sent.output
+    # What was queued: the four events as the DLQ held them, under new ids
+    back = queued(r)
+    assert [request_body(e) for e in back] == bodies
+    assert not {e["id"] for e in back} & set(mixed.values())
 
 
-def test_retention_trims_by_count_and_age_and_counts_it(dlq: DeadLetters, r: redis.Redis) -> None:
+def test_import_refuses_an_event_id_on_two_lines_naming_both(
+    cli: CliRunner, dlq: DeadLetters, r: redis.Redis, tmp_path: Path
+) -> None:
+    # Given an export of two dead letters, and a file where one of them was copied and
+    # edited twice (two fixes of the same event would overwrite each other)
+    one, two = event(n=1), event(n=2)
+    dlq.add(one, Reason.HTTP_4XX, status=422)
+    dlq.add(two, Reason.HTTP_4XX, status=422)
+    path = tmp_path / "refused.jsonl"
+    assert cli.invoke(main, ["dlq", "export", str(path)]).exit_code == 0
+    first, second = [json.loads(line) for line in path.read_text().splitlines()]
+    copy = json.loads(json.dumps(first))
+    first["event"]["data"]["fix"] = "a"
+    copy["event"]["data"]["fix"] = "b"
+    path.write_text("".join(json.dumps(e) + "\n" for e in [first, second, copy]))
+    # When it is imported
+    result = cli.invoke(main, ["dlq", "import", str(path)])
+    # Then the whole file is refused, naming both lines, and nothing is queued or removed
+    assert result.exit_code == 2, result.output
+    assert f"{path} lines 1 and 3: both are event {one['id']}" in result.output
+    assert "nothing was imported" in result.output
+    assert r.llen(contract.QUEUE) == 0 and dlq.count() == 2
+
+
+def test_retention_trims_by_count_and_age_and_counts_it(
+    dlq: DeadLetters, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     for i in range(10):
         dlq.add(event(i=i), Reason.EXHAUSTED, status=503)
     assert dlq.trim(max_entries=6, max_age=None, now=time.time()) == 4
+    assert [(rec.levelname, rec.getMessage()) for rec in caplog.records] == [
+        (
+            "WARNING",
+            "retention: trimmed 4 dead letters (LIMECHAT_DLQ_MAX_ENTRIES=6, "
+            "LIMECHAT_DLQ_MAX_AGE_SECONDS=None)",
+        )
+    ]
+    assert dlq.trim(max_entries=6, max_age=None, now=time.time()) == 0  # nothing more to do
     assert dlq.count() == 6
     kept = sorted(e["event"]["data"]["i"] for e in dlq.list())
     assert kept == [4, 5, 6, 7, 8, 9]  # the oldest went first
@@ -237,3 +302,162 @@ def test_retention_trims_by_count_and_age_and_counts_it(dlq: DeadLetters, r: red
     assert int(r.hget(contract.STATS_COUNTERS, "dlq_trimmed") or 0) == 10
     counts = {k.decode(): int(v) for k, v in r.hgetall(contract.DLQ_REASON_COUNTS).items()}
     assert counts == {"exhausted": 0}
+
+
+def test_concurrent_trims_leave_exactly_the_limits(
+    dlq: DeadLetters, r: redis.Redis, redis_url: str
+) -> None:
+    # Given three processes, each with its own client, ready to trim together (five times)
+    trials, ctx = 5, multiprocessing.get_context("spawn")
+    start, done = ctx.Barrier(4), ctx.Barrier(4)
+    now = time.time()
+    limits = [(1000, 2699.5, now)] * trials  # keep 1,000, none older than 2,699.5 s
+    procs = [
+        ctx.Process(target=trim_on_each_start, args=(redis_url, start, done, trials, limits))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for trial in range(trials):
+            # Given 3,000 dead letters a second apart, the first 301 older than the age limit
+            r.flushdb()
+            fill(r, 3000, first_at=now - 3000)
+            # When the three apply both limits at the same moment
+            start.wait(60)
+            done.wait(60)
+            # Then exactly the newest 1,000 are left, and exactly 2,000 counted as trimmed
+            assert dlq.count() == 1000, f"trial {trial}: {dlq.count()} left"
+            kept = sorted(e["event"]["data"]["i"] for e in dlq.select())
+            assert kept == list(range(2000, 3000)), f"trial {trial}"
+            assert int(r.hget(contract.STATS_COUNTERS, "dlq_trimmed") or 0) == 2000
+            counts = {k.decode(): int(v) for k, v in r.hgetall(contract.DLQ_REASON_COUNTS).items()}
+            assert counts == {"exhausted": 1000}
+    finally:
+        start.abort()
+        done.abort()
+        for p in procs:
+            p.join(30)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+
+
+# --- reading while entries leave: the cursor ---
+
+
+def test_entries_leaving_the_front_mid_read_never_make_select_skip_one_that_stayed(
+    dlq: DeadLetters, r: redis.Redis
+) -> None:
+    # Given 2,500 dead letters (pages of 1,000), a reader half-way through the first page
+    fill(r, 2500)
+    seen: list[int] = []
+    for entry in dlq.select():
+        seen.append(entry["event"]["data"]["i"])
+        if len(seen) == 500:
+            # When a trim removes the oldest 1,200 (some read, some not yet)
+            assert dlq.trim(max_entries=1300, max_age=None, now=time.time()) == 1200
+    # Then every entry that stayed is read, once, in order (the first page was already read)
+    assert seen == list(range(1000)) + list(range(1200, 2500))
+
+
+def test_the_cursor_is_exact_across_entries_dead_lettered_at_the_same_time(
+    dlq: DeadLetters, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given pages of 4 and 13 dead letters, 9 of them at the very same time
+    monkeypatch.setattr("worker.deadletter.CHUNK", 4)
+    for i, at in enumerate([999.0] * 2 + [1000.0] * 9 + [1001.0] * 2):
+        dlq.add(event(i=i), Reason.EXHAUSTED, status=503, now=at)
+    order = [m.decode() for m in r.zrange(contract.DLQ_INDEX, 0, -1)]  # by time, then by id
+    # When one reads them all, removing each entry just read and the oldest left
+    seen = []
+    for entry in dlq.select():
+        seen.append(entry["event_id"])
+        oldest = r.zrange(contract.DLQ_INDEX, 0, 0)[0].decode()
+        dlq.purge(ids=[entry["event_id"], oldest])
+    # Then it read those that stayed when it came to them (all here: it never ran ahead of
+    # the purges), each once, in time-then-id order: nothing skipped, nothing repeated
+    assert seen == order
+    assert dlq.count() == 0
+
+
+def test_the_cursor_passes_more_ties_than_a_page_holds(
+    dlq: DeadLetters, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.deadletter.CHUNK", 3)
+    for i in range(10):
+        dlq.add(event(i=i), Reason.EXHAUSTED, status=503, now=1000.0)
+    dlq.add(event(i=10), Reason.EXHAUSTED, status=503, now=1001.0)
+    ordered = [m.decode() for m in r.zrange(contract.DLQ_INDEX, 0, -1)]
+    assert [e["event_id"] for e in dlq.select()] == ordered
+    assert [e["event_id"] for e in dlq.select(limit=5)] == ordered[:5]
+    assert dlq.replay() == 11
+    assert sorted(e["id"] for e in queued(r)) == sorted(ordered)  # each once
+
+
+def test_an_export_running_while_a_trim_removes_the_front_skips_none_that_stayed(
+    dlq: DeadLetters, r: redis.Redis, redis_url: str
+) -> None:
+    # Given 3,000 dead letters of about 1 kB each, and an export writing them to a pipe we
+    # leave unread: it has read its first page and waits for us to read what it wrote
+    fill(r, 3000, pad="x" * 1000)
+    env = {**os.environ, "REDIS_URL": redis_url}
+    export = subprocess.Popen(
+        [sys.executable, "-m", "worker", "dlq", "export"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert export.stdout is not None
+        first = json.loads(export.stdout.readline())
+        # When a trim removes the oldest 1,500 (the first page's 1,000 and 500 beyond it)
+        assert dlq.trim(max_entries=1500, max_age=None, now=time.time()) == 1500
+        rest = [json.loads(line) for line in export.stdout]
+        _, err = export.communicate(timeout=60)
+    finally:
+        export.kill()
+        export.wait()
+    # Then the export holds every entry that stayed, each once, oldest first
+    assert export.returncode == 0, err
+    exported = [e["event"]["data"]["i"] for e in [first, *rest]]
+    assert set(range(1500, 3000)) <= set(exported)
+    assert exported == sorted(set(exported))
+    assert f"exported {len(exported)} dead letter(s)" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dlq", "export", "{path}"],
+        ["dlq", "replay", "--all", "--dry-run"],
+        ["dlq", "purge", "--all", "--dry-run"],
+    ],
+)
+def test_export_and_previews_hold_a_page_not_the_selection(
+    cli: CliRunner, r: redis.Redis, tmp_path: Path, command: list[str]
+) -> None:
+    """Memory measured as the peak of what Python allocated (tracemalloc) during the command:
+    four times the entries must not take four times the memory."""
+
+    def peak(entries: int) -> int:
+        r.flushdb()
+        fill(r, entries, pad="x" * 1000)
+        args = [a.format(path=tmp_path / f"{entries}.jsonl") for a in command]
+        tracemalloc.start()
+        try:
+            result = cli.invoke(main, args)
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.exit_code == 0, result.output
+        return top
+
+    peak(100)  # (first imports and connections out of the way)
+    small, large = peak(1200), peak(4800)
+    assert large < 1.5 * small, f"{small / 1e6:.1f} MB for 1,200, {large / 1e6:.1f} MB for 4,800"
+    if "export" in command:
+        assert len((tmp_path / "4800.jsonl").read_text().splitlines()) == 4800
