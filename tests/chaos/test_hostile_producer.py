@@ -27,6 +27,8 @@ from worker.delivery import envelope_problem
 from worker.sandbox import check_body
 
 FIELDS = {"event", "phone", "distinct_id", "data", "account", "idempotency_key", "items"}
+#: What ``send_events`` may name in an item: its fields, or the item itself (not a mapping).
+ITEM_FIELDS = {"event", "phone", "distinct_id", "data", "account", "item"}
 PHONE = "+915673412780"
 
 # --- what a hostile caller passes -------------------------------------------------------
@@ -111,6 +113,16 @@ def assert_deliverable(event: dict[str, Any]) -> None:
 
 
 @pytest.fixture
+def first_ids() -> dict[tuple[str | None, str], str]:
+    """(account, idempotency key) -> the event id its first accepted call returned.
+
+    Hypothesis runs every example on one fixture, and Redis is not flushed between examples,
+    so keys repeat across examples exactly as they would across a web app's requests.
+    """
+    return {}
+
+
+@pytest.fixture
 def fuzz_producer(redis_url: str) -> Iterator[tuple[Producer, redis.Redis]]:
     producer = Producer(ProducerSettings(redis_url=redis_url, batch_size=3))
     client = redis.Redis.from_url(redis_url)
@@ -164,6 +176,7 @@ FUZZ = settings(
 )
 def test_send_event_enqueues_a_deliverable_event_or_raises_validation_error_naming_the_field(
     fuzz_producer: tuple[Producer, redis.Redis],
+    first_ids: dict[tuple[str | None, str], str],
     event: Any,
     phone: Any,
     distinct_id: Any,
@@ -187,8 +200,13 @@ def test_send_event_enqueues_a_deliverable_event_or_raises_validation_error_nami
         assert r.llen(contract.QUEUE) == before
         return
     events = queued(r, before)
-    if idempotency_key is not None and not events:
-        return  # the same key was accepted earlier in this run: nothing new, by design
+    if idempotency_key is not None:
+        if (account, idempotency_key) in first_ids:
+            # The key was accepted before: nothing new is enqueued, and the call returns the
+            # id of the event the key first produced (README: at most once per key).
+            assert (events, event_id) == ([], first_ids[account, idempotency_key])
+            return
+        first_ids[account, idempotency_key] = event_id  # new: enqueued like any other
     [sent] = events
     assert sent["id"] == event_id and sent["event"] == event
     assert_deliverable(sent)
@@ -224,14 +242,28 @@ def test_send_events_enqueues_all_or_nothing_and_names_index_and_field(
     try:
         ids = producer.send_events(items)
     except ValidationError as exc:
-        assert exc.field.split(".")[0].split("[")[0] in FIELDS | {"item"} or exc.index is not None
         assert r.llen(contract.QUEUE) == before
+        assert_names_the_item_and_field(items, exc)
         return
     events = queued(r, before)
     assert [e["id"] for e in events] == ids
     assert len(ids) == len(list(items))
     for sent in events:
         assert_deliverable(sent)
+
+
+def assert_names_the_item_and_field(items: Any, exc: ValidationError) -> None:
+    """``exc`` names ``items`` itself, or one item by index and the field that is wrong in it."""
+    if exc.index is None:
+        assert exc.field == "items", exc  # not a list of events at all
+        return
+    item = list(items)[exc.index]
+    root = exc.field.split(".")[0].split("[")[0]
+    if root == "item":
+        assert not isinstance(item, Mapping), exc  # the item is not an object
+    elif root not in ITEM_FIELDS:
+        # a key that is not an event field (a typo): named as the item spells it
+        assert isinstance(item, Mapping) and exc.field in {str(k) for k in item}, (exc, item)
 
 
 @pytest.mark.parametrize(
