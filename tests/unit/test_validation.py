@@ -39,8 +39,8 @@ def test_phone_is_normalised_to_e164(raw: str, expected: str) -> None:
         ("5673412780", "e.g. '+5673412780'"),
         ("+91 CALL-NOW", "may hold only digits"),
         ("+1-800-FLOWERS", "may hold only digits"),
-        ("+91", "not"),
-        ("+999 1234567", "not"),
+        ("+91", "'+91' is not a phone number"),  # a country code alone
+        ("+999 1234567", "'+999 1234567' is not a phone number"),  # no such country code
         ("+91 123", "not a possible number"),
         ("+91 1", "too short"),
         ("", "must not be empty"),
