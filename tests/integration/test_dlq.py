@@ -18,11 +18,12 @@ from click.testing import CliRunner
 
 from producer import contract
 from producer.envelope import Event, new_event, request_body
-from tests.helpers import ROOT
+from tests.helpers import ROOT, running_worker, wait_for
 from tests.integration.trimmer import trim_on_each_start
 from worker.cli import main
 from worker.deadletter import DeadLetters
 from worker.outcome import Reason
+from worker.sandbox import Sandbox
 from worker.selection import Selection
 
 PHONE = "+915673412780"
@@ -461,3 +462,47 @@ def test_export_and_previews_hold_a_page_not_the_selection(
     assert large < 1.5 * small, f"{small / 1e6:.1f} MB for 1,200, {large / 1e6:.1f} MB for 4,800"
     if "export" in command:
         assert len((tmp_path / "4800.jsonl").read_text().splitlines()) == 4800
+
+
+# --- replays and imports read the delivered markers ---
+
+
+@pytest.mark.parametrize("how", ["replay", "import"])
+def test_a_replayed_or_imported_event_limechat_already_accepted_is_not_posted_again(
+    how: str,
+    cli: CliRunner,
+    dlq: DeadLetters,
+    r: redis.Redis,
+    receiver: Sandbox,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # Given two dead letters, one of which LimeChat accepted after all (a lost answer): its
+    # delivered marker is set
+    accepted, refused = event(n="accepted"), event(n="refused")
+    for e in (accepted, refused):
+        dlq.add(e, Reason.EXHAUSTED, status=503)
+    r.set(contract.delivered_key(accepted["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS)
+    # When the operator replays them (or exports and imports them) and a worker runs
+    if how == "replay":
+        result = cli.invoke(main, ["dlq", "replay", "--all"])
+    else:
+        path = tmp_path / "dlq.jsonl"
+        assert cli.invoke(main, ["dlq", "export", str(path)]).exit_code == 0
+        result = cli.invoke(main, ["dlq", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert {e["id"] for e in queued(r)} == {accepted["id"], refused["id"]}
+    with running_worker(env) as worker:
+        wait_for(lambda: receiver.accepted(), 30, "a delivery")
+        # (the message is acknowledged once both are handled: nothing waiting, nothing held)
+        wait_for(
+            lambda: r.llen(contract.QUEUE) == 0 and r.hlen(contract.UNACKED) == 0,
+            30,
+            "the message to be acknowledged",
+        )
+    # Then only the event without a marker reached LimeChat, once; the other was skipped
+    assert [(req.body["data"], status) for req, status in receiver.requests] == [
+        ({"n": "refused"}, 200)
+    ]
+    assert worker.saw(f"skipped evt={accepted['id']} event=order_placed: already delivered")
+    assert dlq.count() == 0
