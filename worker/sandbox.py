@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,8 @@ from typing import Any, TextIO
 PATH = "/api/v1/cvf-events"
 _BODY_FIELDS = ("distinct_id", "phone", "event", "data")
 _MAX_REQUEST_BYTES = 1024 * 1024
+#: Requests a sandbox keeps by default (the newest): a long-running one must not grow forever.
+DEFAULT_LOG_SIZE = 10_000
 
 
 @dataclass
@@ -72,6 +75,19 @@ def check_request(
     return check_body(request.body)
 
 
+def body_length(header: str | None) -> int | None:
+    """The body's length in bytes from a ``Content-Length`` header (0 if there is none), or
+    None if it is not a whole number of bytes (negative, a sign, not digits)."""
+    if header is None:
+        return 0
+    text = header.strip()
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    if len(text) > 18:  # (far past any limit; int() refuses thousands of digits)
+        return _MAX_REQUEST_BYTES + 1
+    return int(text)
+
+
 def check_body(body: Any) -> Reply | None:
     """The 400 for a body that does not have LimeChat's shape, or None."""
     if not isinstance(body, dict):
@@ -92,7 +108,11 @@ def check_body(body: Any) -> Reply | None:
 
 
 class Sandbox:
-    """The sandbox server; ``start()`` runs it in a thread, ``serve_forever()`` in this one."""
+    """The sandbox server; ``start()`` runs it in a thread, ``serve_forever()`` in this one.
+
+    It keeps the newest ``log_size`` requests (``requests``, ``accepted()``) and counts every
+    one (``received``, ``by_status``), so a sandbox left running does not grow without bound.
+    """
 
     def __init__(
         self,
@@ -103,12 +123,19 @@ class Sandbox:
         account: str | None = None,
         responder: Responder | None = None,
         out: TextIO | None = None,
+        log_size: int = DEFAULT_LOG_SIZE,
     ) -> None:
+        if log_size < 1:
+            raise ValueError(f"log_size must be at least 1, not {log_size}")
         self.token = token
         self.account = account
         self.responder = responder
         self.out = out
-        self.requests: list[tuple[Request, int]] = []
+        self.log_size = log_size
+        #: Every request answered, kept or not, and how many got each status.
+        self.received = 0
+        self.by_status: Counter[int] = Counter()
+        self._log: deque[tuple[Request, int]] = deque(maxlen=log_size)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -131,18 +158,28 @@ class Sandbox:
         self._server.shutdown()
         self._server.server_close()
 
-    def accepted(self) -> list[Request]:
-        """Requests answered with 2xx, in arrival order."""
+    @property
+    def requests(self) -> list[tuple[Request, int]]:
+        """The newest ``log_size`` requests with the status each was answered, oldest first."""
         with self._lock:
-            return [r for r, status in self.requests if 200 <= status < 300]
+            return list(self._log)
+
+    def accepted(self) -> list[Request]:
+        """The kept requests answered with 2xx, in arrival order."""
+        return [r for r, status in self.requests if 200 <= status < 300]
 
     def handle(self, method: str, request: Request) -> Reply:
         reply = check_request(method, request, token=self.token, account=self.account)
         if reply is None and self.responder is not None:
             reply = self.responder(request)
-        reply = reply or Reply(200, {"status": "success"})
+        return self.record(request, reply or Reply(200, {"status": "success"}))
+
+    def record(self, request: Request, reply: Reply) -> Reply:
+        """Keep and count ``request`` with its ``reply``, print it if asked; returns the reply."""
         with self._lock:
-            self.requests.append((request, reply.status))
+            self._log.append((request, reply.status))
+            self.received += 1
+            self.by_status[reply.status] += 1
         if self.out is not None:
             self._print(request, reply)
         return reply
@@ -173,13 +210,21 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
             self._serve("GET")
 
         def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > _MAX_REQUEST_BYTES:
-                self._reply(Reply(413, {"error": "request body too large"}))
-                self.close_connection = True
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            header = self.headers.get("Content-Length")
+            length = body_length(header)
+            refusal = None
+            if length is None:
+                error = f"Content-Length {header!r} is not a whole number of bytes"
+                refusal = Reply(400, {"error": error})
+            elif length > _MAX_REQUEST_BYTES:
+                refusal = Reply(413, {"error": "request body too large"})
+            if refusal is not None:
+                # The body is left unread, so nothing more can be read off this connection.
+                refusal.headers["Connection"] = "close"
+                self._reply(sandbox.record(Request(self.path, headers, b""), refusal))
                 return
             raw = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
             self._reply(sandbox.handle(method, Request(self.path, headers, raw)))
 
         def _reply(self, reply: Reply) -> None:
