@@ -25,7 +25,12 @@ from .redis_server import RedisServer
 from .support import PHONE, Tally, all_settled, held_seqs, send_numbered, wait_settled
 
 ENQUEUE_TIMEOUT = 0.5  # LIMECHAT_ENQUEUE_TIMEOUT_SECONDS: send_event gives up within ~2x this
-PROMPT = 2 * ENQUEUE_TIMEOUT + 1  # ...plus generous slack for a busy machine
+# The bound is the promise ("a web request never hangs"): about 2x the timeout, here with 2 s
+# of slack for a loaded machine, which is still nothing like the hang it guards against.
+PROMPT = 2 * ENQUEUE_TIMEOUT + 2
+#: appendfsync everysec: what a crash of Redis may lose is about the last second of writes
+#: before it stopped answering (README, Deploying)
+EVERYSEC_WINDOW = 1.0
 
 
 @pytest.fixture
@@ -144,9 +149,10 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
     server: RedisServer, producer_of: Producer, chaos: ChaosReceiver
 ) -> None:
     """Redis frozen, then SIGKILLed, under a steady stream: nothing older than ~1 s is lost."""
-    # Given a worker, and a producer sending an event every 5 ms
+    # Given a worker, and a producer sending an event every 5 ms, faster than the worker's
+    # 4 threads deliver at 40 ms a request: a backlog that only the append-only file keeps
     r = server.client()
-    chaos.latency = 0.01
+    chaos.latency = 0.04
     env = worker_env(server.url, chaos.url)
     sender = Sender(producer_of)
     thread = threading.Thread(target=sender.run, daemon=True)
@@ -162,6 +168,8 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
             )
             # When Redis hangs (SIGSTOP) for a second, then crashes (SIGKILL), and comes back
             # from its append-only file 2 s later
+            frozen = time.monotonic()
+            backlog = r.llen(contract.QUEUE)
             os.kill(server.proc.pid, signal.SIGSTOP)
             time.sleep(1)
             crashed = time.monotonic()
@@ -181,18 +189,25 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
         # ...and the same worker delivers them, by itself, within 30 s of Redis' return
         tally = wait_settled(early, chaos, r, 30 - (time.monotonic() - back), "the early ones")
         recovered = time.monotonic() - back
-        # (the last 2 s: everysec may lose what was not fsynced yet; on a process crash the
-        # kernel still holds it, so expect none, but only count them)
+        # ...and so does every event accepted after Redis came back; of those accepted in the
+        # last second before it froze, everysec may lose what was not fsynced yet (on a
+        # process crash the kernel still holds it, so expect none): lost, if at all, only
+        # from that window
         everything = settle(accepted, chaos, r, 20)
     assert (tally.delivered, tally.dead_lettered) == (len(early), 0), tally
+    window = {s for s, at in accepted.items() if frozen - EVERYSEC_WINDOW <= at < back}
+    assert everything.dead_lettered == 0, everything
+    assert everything.missing <= window, sorted(everything.missing - window)[:20]
     record(
         "5b Redis hung 1 s then SIGKILLed (AOF everysec)",
         accepted=len(accepted),
+        messages_queued_when_redis_froze=backlog,
         accepted_more_than_2s_before_the_crash=len(early),
         refused_while_down=len(sender.refused),
         refused_but_delivered_anyway=len(set(sender.refused) & chaos.delivered_seqs()),
         seconds_from_redis_back_to_early_ones_delivered=round(recovered, 2),
         delivered=everything.delivered,
+        accepted_in_the_everysec_window=len(window),
         lost=len(everything.missing),
         duplicates=everything.duplicates,
     )
