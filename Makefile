@@ -1,32 +1,47 @@
 # The two commands of the README:
-#   make run    a worker delivering events (Redis and the sandbox started when needed)
-#   make test   the whole test suite, plus ruff and mypy
+#   make run    a worker delivering events (Redis and the sandbox started when needed);
+#               installs the package alone (`pip install -e .`, no extras), as users deploy it
+#   make test   the whole test suite, plus ruff and mypy; installs the dev and bench extras
+# Both share .venv; each installs what it needs once (a stamp file each), again when
+# pyproject.toml changes.
+#   make smoke  the wheel alone in fresh virtualenvs: newest versions, then the declared floors
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test smoke lint typecheck unit install clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-run: $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/limechat-events up
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	scripts/ensure-redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-unit: $(STAMP)
+smoke:
+	scripts/smoke-artifact
+	scripts/smoke-artifact --oldest
+
+unit: $(TEST_STAMP)
 	$(BIN)/pytest tests/unit
 
 clean:
