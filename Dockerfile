@@ -10,7 +10,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install . && useradd --system --no-create-home limechat
+# The package alone, as `scripts/smoke-artifact` installs it (its dependencies bring kombu's
+# Redis transport everything it imports); the build fails here if the worker cannot import.
+RUN pip install . \
+    && pip check \
+    && python -c "import kombu.transport.redis, worker.app, worker.transport" \
+    && useradd --system --no-create-home limechat
 
 USER limechat
 CMD ["limechat-events", "worker"]
