@@ -14,7 +14,7 @@ COPY worker ./worker
 # Redis transport everything it imports); the build fails here if the worker cannot import.
 RUN pip install . \
     && pip check \
-    && python -c "import kombu.transport.redis, worker.app, worker.transport" \
+    && python -I -c "import kombu.transport.redis, worker.app, worker.transport" \
     && useradd --system --no-create-home limechat
 
 USER limechat
