@@ -78,13 +78,17 @@ def test_send_file_with_a_bad_line_enqueues_nothing_and_names_the_line(
 
 
 def test_send_file_from_stdin(cli: CliRunner, r: redis.Redis) -> None:
-    lines = "".join(
-        json.dumps({"distinct_id": str(i), "phone": PHONE, "event": "e", "data": {}}) + "\n"
-        for i in range(5)
-    )
+    from producer.envelope import request_body
+    from tests.integration.test_dlq import queued
+
+    bodies = [
+        {"distinct_id": str(i), "phone": PHONE, "event": "e", "data": {"i": i}} for i in range(5)
+    ]
+    lines = "".join(json.dumps(body) + "\n" for body in bodies)
     result = cli.invoke(main, ["send", "--file", "-"], input=lines)
     assert result.exit_code == 0, result.output
     assert "enqueued 5 event(s)" in result.output
+    assert [request_body(e) for e in queued(r)] == bodies  # each line, once, in order
 
 
 def test_dlq_list_json_is_an_array_of_entries(cli: CliRunner, r: redis.Redis) -> None:
