@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
 import signal
 import subprocess
@@ -10,8 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from worker.sandbox import Reply, Request, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,3 +163,119 @@ def running_worker(env: dict[str, str]) -> Iterator[WorkerProcess]:
         yield worker
     finally:
         worker.stop()
+
+
+class SentryIngest:
+    """A local HTTP server standing in for Sentry's ingest: keeps every envelope sentry-sdk POSTs.
+
+    Point ``SENTRY_DSN`` at :attr:`dsn` (``http://publickey@127.0.0.1:PORT/1``).
+    """
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    raw = gzip.decompress(raw)
+                with outer._lock:
+                    outer.bodies.append(raw)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
+
+    def text(self) -> str:
+        with self._lock:
+            return b"\n".join(self.bodies).decode("utf-8", errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The error/message events received (not sessions, client reports or other items)."""
+        from sentry_sdk.envelope import Envelope
+
+        with self._lock:
+            bodies = list(self.bodies)
+        return [
+            item.payload.json
+            for body in bodies
+            for item in Envelope.deserialize(body).items
+            if item.type == "event" and item.payload.json is not None
+        ]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tcp_ports_of(pid: int) -> set[int]:
+    """Local ports of the TCP sockets process ``pid`` holds open (Linux: /proc).
+
+    A receiver that notes each request's client port can then tell which process sent it:
+    the worker's HTTP connections stay open (keep-alive) while it runs.
+    """
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class PortNotingSandbox(Sandbox):
+    """The sandbox, also noting the client's TCP port of every request it answers 2xx."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.ports: list[int] = []
+        local = threading.local()
+        self._local = local
+        base: Any = self._server.RequestHandlerClass
+
+        class Handler(base):  # type: ignore[misc, valid-type]
+            def setup(self) -> None:
+                super().setup()
+                local.port = self.client_address[1]
+
+        self._server.RequestHandlerClass = Handler
+
+    def handle(self, method: str, request: Request) -> Reply:
+        reply = super().handle(method, request)
+        if 200 <= reply.status < 300:
+            with self._lock:
+                self.ports.append(self._local.port)
+        return reply
+
+    def accepted_by_process(self, pids: list[int]) -> dict[int, int]:
+        """pid -> requests accepted from it, for processes that still hold their connection."""
+        with self._lock:
+            ports = list(self.ports)
+        owners = {port: pid for pid in pids for port in tcp_ports_of(pid)}
+        counts = dict.fromkeys(pids, 0)
+        for port in ports:
+            if port in owners:
+                counts[owners[port]] += 1
+        return counts
