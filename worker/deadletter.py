@@ -194,7 +194,8 @@ class DeadLetters:
         """Matching entries, oldest first, read a page at a time (never the whole DLQ at once).
 
         Pages follow a cursor, not an offset: entries that leave while the caller iterates (a
-        trim, a replay, a purge) never make it skip one that stayed, nor read one twice.
+        trim, a replay, a purge) never make it skip one that stayed, nor read one twice (an
+        event dead-lettered anew meanwhile is read again, as it now is, in its new place).
         """
         if limit is not None and limit < 1:
             return
