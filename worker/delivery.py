@@ -28,6 +28,7 @@ from .ratelimit import RateLimiter
 from .schedule import RetrySchedule
 from .settings import Settings
 from .stats import count_outcome
+from .vetting import envelope_problem, storable
 
 log = logging.getLogger("limechat_events.delivery")
 
@@ -39,8 +40,6 @@ SLOT_LEAD_SECONDS = 0.5
 MARKER_FLUSH_SECONDS = 0.5
 #: Times a thread asks the limiter for one event before handing it to the schedule.
 _LIMITER_TRIES = 20
-
-_STR_FIELDS = ("id", "event", "phone", "distinct_id")
 
 
 class Deliverer:
@@ -75,16 +74,18 @@ class Deliverer:
     ) -> None:
         """Handle one task message: ``deliver(events)``. Raises only ``redis.RedisError``.
 
-        ``redelivered`` (kombu's flag for a message put back after a crash, a shutdown or a
-        failure) is what makes the delivered markers worth a look: a message delivered for the
-        first time holds no event LimeChat already accepted.
+        Every event ends delivered, parked or dead-lettered, whatever the others hold: an event
+        that fails the checks is dead-lettered as ``malformed``, one whose handling raises as
+        ``internal_error``. ``redelivered`` (set on a message put back after a crash, a
+        shutdown or a failure, and on retries, replays and imports) is what makes the delivered
+        markers worth a look: a first delivery holds no event LimeChat already accepted.
         """
         if len(args) != 1 or kwargs or not isinstance(args[0], list):
             self._dead_letter_malformed({"args": list(args), "kwargs": kwargs}, "not deliver(list)")
             return
         events: list[Event] = []
         for raw in args[0]:
-            problem = envelope_problem(raw)
+            problem = envelope_problem(raw)  # (never raises, whatever raw holds)
             if problem:
                 self._dead_letter_malformed(raw, problem)
             else:
@@ -111,10 +112,7 @@ class Deliverer:
                 log.info("skipped evt=%s event=%s: already delivered", event["id"], event["event"])
                 continue
             if self.stopping.is_set() or time.monotonic() > deadline:
-                for later in events[index:]:
-                    self.schedule.park(later, 0.0)
-                why = "shutting down" if self.stopping.is_set() else "batch ran long"
-                log.warning("%s: %d events handed to the scheduler", why, len(events) - index)
+                self._hand_off([e for e in events[index:] if e["id"] not in done])
                 return
             try:
                 self.deliver_one(event, record)
@@ -125,6 +123,18 @@ class Deliverer:
                 # of a failed task): keep it in the DLQ with what went wrong, and go on.
                 log.exception("internal error on evt=%s", event["id"])
                 self._dead_letter(event, Reason.INTERNAL, None, f"{type(exc).__name__}: {exc}")
+
+    def _hand_off(self, events: Sequence[Event]) -> None:
+        """Give the unstarted rest of a batch to the scheduler, in one transaction.
+
+        Events skipped for their delivered marker are not among them: LimeChat has them.
+        """
+        pipe = self._redis.pipeline(transaction=True)
+        for event in events:
+            self.schedule.park(event, 0.0, client=pipe)
+        pipe.execute()
+        why = "shutting down" if self.stopping.is_set() else "batch ran long"
+        log.warning("%s: %d events handed to the scheduler", why, len(events))
 
     def deliver_one(
         self, event: Event, record: Callable[[Event, Answer], None] | None = None
@@ -187,20 +197,33 @@ class Deliverer:
                 pipe.execute()
 
     def _dead_letter(self, event: Event, reason: Reason, answer: Answer | None, error: str) -> None:
-        entry, new = self.dead_letters.add(
-            event,
-            reason,
-            status=answer.status if answer else None,
-            response_body=answer.body if answer else "",
-            error=error,
-        )
+        """Store a dead letter (counted, logged, reported once); raises only ``RedisError``."""
+        try:
+            entry, new = self.dead_letters.add(
+                event,
+                reason,
+                status=answer.status if answer else None,
+                response_body=answer.body if answer else "",
+                error=error,
+            )
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # (what arrived could not be stored as it was: keep a preview)
+            log.exception("dead letter of evt=%s stored as a preview", event.get("id"))
+            placeholder = _placeholder(event, event.get("id"))
+            entry, new = self.dead_letters.add(
+                placeholder, reason, error=f"{error} (stored as a preview: {exc!r})"[:2048]
+            )
         if new:  # a redelivered event dead-lettered again is neither counted nor reported twice
             pipe = self._redis.pipeline(transaction=False)
             count_outcome(pipe, "dead_lettered", str(event.get("event")), entry["status"])
             pipe.execute()
         log_outcome(log, logging.ERROR, "dead-lettered", event, answer, reason=reason.value)
         if new and self._on_dead_letter is not None:
-            self._on_dead_letter(entry)
+            try:
+                self._on_dead_letter(entry)
+            except Exception:  # (a report that fails must not undo the dead letter)
+                log.exception("could not report the dead letter of evt=%s", entry["event_id"])
 
     def _take_slot(self, event: Event, limiter: RateLimiter) -> bool:
         """Wait for the account's rate limit: True to send now, False if parked for later.
@@ -258,39 +281,30 @@ class Deliverer:
 
     def _dead_letter_malformed(self, raw: object, problem: str) -> None:
         event_id = raw.get("id") if isinstance(raw, dict) else None
-        name = raw.get("event") if isinstance(raw, dict) else None
         if isinstance(raw, dict) and "__malformed__" in raw:
             raw = raw.get("raw")  # the queue item as it arrived (see worker.transport)
-        placeholder: Any = {
-            "id": event_id if isinstance(event_id, str) and event_id else _new_id(),
-            "event": name if isinstance(name, str) else "(malformed)",
-            "raw": raw,
-        }
-        self._dead_letter(placeholder, Reason.MALFORMED, None, problem)
+        self._dead_letter(_placeholder(raw, event_id), Reason.MALFORMED, None, problem)
 
 
-def envelope_problem(raw: object) -> str:
-    """What is wrong with an event envelope taken off the queue, or '' if nothing."""
-    if not isinstance(raw, dict):
-        return f"an event must be a JSON object, not {type(raw).__name__}"
-    if "__malformed__" in raw:  # an unreadable queue item, wrapped by worker.transport
-        return f"queue item {raw['__malformed__']}"
-    for name in _STR_FIELDS:
-        if not isinstance(raw.get(name), str) or not raw[name]:
-            return f"field {name!r} must be a non-empty string"
-    if not isinstance(raw.get("data"), dict):
-        return "field 'data' must be a JSON object"
-    if raw.get("account") is not None and not isinstance(raw["account"], str):
-        return "field 'account' must be a string or null"
-    attempts = raw.get("attempts", 0)
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
-        return "field 'attempts' must be a non-negative integer"
-    if not isinstance(raw.get("history", []), list):
-        return "field 'history' must be a list"
-    raw.setdefault("attempts", 0)
-    raw.setdefault("history", [])
-    raw.setdefault("account", None)
-    return ""
+def _placeholder(raw: object, event_id: object) -> Any:
+    """What a dead letter keeps of something that is not a sound event: a storable ``raw``."""
+    name = raw.get("event") if isinstance(raw, dict) else None
+    return {
+        "id": _usable_text(event_id) or _new_id(),
+        "event": _usable_text(name) or "(malformed)",
+        "raw": storable(raw),
+    }
+
+
+def _usable_text(value: object) -> str | None:
+    """``value`` if it is a short string Redis can store as UTF-8, else None."""
+    if not isinstance(value, str) or not value or len(value) > 256:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def _with_attempt(event: Event, answer: Answer) -> Event:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from producer.envelope import Event
 
 from .requeue import Requeuer
 from .stats import redis_now
+from .vetting import envelope_problem, quarantine_carrier
 
 log = logging.getLogger("limechat_events.schedule")
 
@@ -86,32 +88,61 @@ class RetrySchedule:
         )
 
     def promote_due(self, limit: int = CLAIM_LIMIT) -> int:
-        """Move up to ``limit`` due events to the queue in batch messages; returns how many."""
+        """Move up to ``limit`` due events to the queue in batch messages; returns how many.
+
+        The messages are marked redelivered, so the delivered markers are read: an event may
+        come back here after LimeChat accepted it (parked by a worker that then crashed
+        before acknowledging its message, which was delivered again). An entry that cannot be
+        read goes along as a stand-in that the worker dead-letters as ``malformed``.
+        """
         ids, payloads = self._claim(
             keys=[contract.RETRY_DUE, contract.RETRY_CLAIMED, contract.RETRY_EVENTS],
             args=[limit, self.claim_timeout],
         )
         if not ids:
             return 0
+        id_list = [i.decode("utf-8", errors="replace") for i in ids]
         events: list[Event] = []
-        for raw_id, payload in zip(ids, payloads, strict=False):
+        for event_id, payload in zip(id_list, payloads, strict=False):
             if payload is None:
-                log.error("parked retry %s has no payload; dropping its schedule entry", raw_id)
+                log.error("parked retry %s has no payload; dropping its schedule entry", event_id)
                 continue
-            events.append(json.loads(payload))
-        messages = wire.encode_batches(events, self.batch_size)
-        id_list = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+            events.append(_promotable(event_id, payload))
+        messages = wire.encode_batches(events, self.batch_size, redelivered=True)
         if not self._requeue(id_list, messages):
             log.warning("lost a claim on %d parked retries to another scheduler", len(ids))
             return 0
         return len(events)
 
 
+def _promotable(event_id: str, payload: bytes) -> Event:
+    """The parked event, or a stand-in carrying what could not be read (never raises)."""
+    event, problem = read_parked(payload)
+    if event is not None:
+        return event
+    log.error("parked retry %s cannot be delivered (%s): dead-lettering it", event_id, problem)
+    text = payload.decode("utf-8", errors="replace")
+    carrier = quarantine_carrier(event_id, text, f"from the retry schedule: {problem}")
+    return cast(Event, carrier)
+
+
+def read_parked(payload: bytes | str) -> tuple[Event | None, str]:
+    """A parked entry's event, or None and what is wrong with it (never raises)."""
+    try:
+        event = json.loads(payload)
+        problem = envelope_problem(event)
+    except Exception as exc:  # (RecursionError, ValueError, ...: anything may be stored here)
+        return None, f"not JSON we can read ({type(exc).__name__})"
+    return (None, problem) if problem else (cast(Event, event), "")
+
+
 class Promoter(threading.Thread):
     """The scheduler loop every worker runs: promote what is due, then sleep a little.
 
     ``chores`` are (interval, function) pairs run from the same loop, at most that often:
-    the worker's heartbeat, the DLQ retention limits.
+    the worker's heartbeat, the DLQ retention limits. An error in one round is logged and the
+    next round goes on. Should the thread die all the same, ``on_death`` is called: retries
+    would stall, so the worker must stop and be replaced.
     """
 
     def __init__(
@@ -119,13 +150,16 @@ class Promoter(threading.Thread):
         schedule: RetrySchedule,
         interval: float,
         chores: Sequence[tuple[float, Callable[[], object]]] = (),
+        on_death: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="limechat-scheduler", daemon=True)
         self.schedule = schedule
         self.interval = interval
-        self._chores = [(every, chore, [0.0]) for every, chore in chores]
+        # (-inf: every chore runs on the first round, however long the machine has been up)
+        self._chores = [(every, chore, [-math.inf]) for every, chore in chores]
         self._stop_event = threading.Event()
         self._failing = False
+        self._on_death = on_death
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop_event.set()
@@ -133,6 +167,16 @@ class Promoter(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            log.critical("the scheduler thread died", exc_info=True)
+            raise
+        finally:
+            if not self._stop_event.is_set() and self._on_death is not None:
+                self._on_death()
+
+    def _loop(self) -> None:
         while not self._stop_event.is_set():
             try:
                 # Drain everything due before sleeping: after an outage many come due at once.
@@ -147,6 +191,8 @@ class Promoter(threading.Thread):
                 if not self._failing:
                     log.warning("scheduler cannot reach Redis (%s); will keep trying", exc)
                     self._failing = True
+            except Exception:
+                log.exception("scheduler: unexpected error; going on with the next round")
             self._stop_event.wait(self.interval)
 
     def _run_chores(self) -> None:
@@ -169,22 +215,25 @@ def parked(client: redis.Redis, limit: int) -> list[dict[str, object]]:
     payloads = client.hmget(contract.RETRY_EVENTS, [i for i, _ in due])
     out: list[dict[str, object]] = []
     for (raw_id, score), payload in zip(due, payloads, strict=True):
-        event = json.loads(payload) if payload else {}
-        history = event.get("history") or []
-        if "slot_at" in event:
-            why = "waiting for its rate-limit slot"
-        elif history:
-            last = history[-1]
-            why = f"status {last['status']}" if last.get("status") else last.get("error", "")
-        else:
-            why = "handed back by a worker (shutdown or long batch)"
+        event, problem = read_parked(payload) if payload else (None, "no payload")
         out.append(
             {
-                "event_id": raw_id.decode(),
-                "event": event.get("event"),
-                "attempts": event.get("attempts", 0),
+                "event_id": raw_id.decode("utf-8", errors="replace"),
+                "event": event.get("event") if event else None,
+                "attempts": event.get("attempts", 0) if event else None,
                 "due_in_seconds": round(score - now, 3),
-                "why": why,
+                "why": _why_parked(event) if event else f"cannot be delivered: {problem}",
             }
         )
     return out
+
+
+def _why_parked(event: Event) -> str:
+    if "slot_at" in event:
+        return "waiting for its rate-limit slot"
+    history = event.get("history") or []
+    if history:
+        last = history[-1]
+        status = last.get("status")
+        return f"status {status}" if status else str(last.get("error", ""))
+    return "handed back by a worker (shutdown or long batch)"

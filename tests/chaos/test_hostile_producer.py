@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from producer import Producer, ProducerSettings, ValidationError, contract
 from producer.envelope import request_body
-from worker.delivery import envelope_problem
 from worker.sandbox import check_body
+from worker.vetting import envelope_problem
 
 FIELDS = {"event", "phone", "distinct_id", "data", "account", "idempotency_key", "items"}
 #: What ``send_events`` may name in an item: its fields, or the item itself (not a mapping).
