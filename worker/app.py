@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import ssl
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import redis
@@ -19,37 +22,62 @@ from producer import contract
 
 from .deadletter import DeadLetters
 from .delivery import Deliverer
+from .fullredis import waiting_while_full
 from .limechat import LimechatClient
 from .logs import configure as configure_logging
 from .ratelimit import RateLimiter
 from .reporting import init_sentry, report_dead_letter
 from .schedule import Promoter, RetrySchedule
+from .server import eviction_warning, require_supported
 from .settings import Settings
 from .stats import heartbeat, worker_name
+from .transport import use_plain_json
 
 log = logging.getLogger("limechat_events.worker")
 
 
-def state_client(url: str, *, patient: bool = True) -> redis.Redis:
+def state_client(
+    url: str, *, patient: bool = True, stop_waiting: threading.Event | None = None
+) -> redis.Redis:
     """A Redis client for our own keys (schedule, DLQ, markers, counters, limiter).
 
     The worker's is ``patient``: it rides out a Redis restart (about 30 s of retries with
     backoff) so that an outcome is recorded and its message acknowledged once Redis is back,
-    instead of failing the task while the broker connection is down too. The CLI's gives up
+    instead of failing the task while the broker connection is down too; and it waits while
+    Redis is full (worker/fullredis.py) until ``stop_waiting`` is set. The CLI's gives up
     after a second try.
     """
-    retry = (
-        Retry(ExponentialBackoff(cap=2.0, base=0.1), 20)
-        if patient
-        else Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
-    )
-    return redis.Redis.from_url(
+    if not patient:
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
+        return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15, retry=retry)
+    client = waiting_while_full(redis.Redis).from_url(
         url,
         socket_connect_timeout=5,
         socket_timeout=15,
         health_check_interval=10,
-        retry=retry,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 20),
     )
+    client.stop_waiting = stop_waiting
+    return cast(redis.Redis, client)
+
+
+def check_server(url: str) -> None:
+    """Refuse a Redis the worker cannot use (``RedisTooOld``); warn if it may evict our keys.
+
+    A Redis that does not answer yet is not an error here: the worker waits for it (and its
+    transport checks the version once connected).
+    """
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        facts = require_supported(client)
+    except redis.RedisError as exc:
+        log.warning("cannot check the Redis server yet (%s: %s)", type(exc).__name__, exc)
+        return
+    finally:
+        client.close()
+    warning = eviction_warning(facts)
+    if warning:
+        log.warning("%s", warning)
 
 
 def broker_ssl(url: str) -> dict[str, Any] | None:
@@ -125,8 +153,13 @@ def build_deliverer(
     )
 
 
-def create_app(settings: Settings) -> Celery:
-    """A Celery app delivering events with ``settings``; runs its scheduler while it works."""
+def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None) -> Celery:
+    """A Celery app delivering events with ``settings``; runs its scheduler while it works.
+
+    Should the scheduler thread die, ``on_fatal`` is called and the worker stops (SIGTERM to
+    itself): without it retries would stall, so the worker must exit non-zero and be replaced.
+    """
+    use_plain_json()
     app = Celery("limechat_events", broker=settings.redis_url, set_as_current=True)
     app.conf.update(
         # kombu's Redis transport, vetting every queue item (see worker/transport.py).
@@ -157,10 +190,12 @@ def create_app(settings: Settings) -> Celery:
         configure_logging(settings.log_level, settings.log_format)
 
     sentry_on = init_sentry(settings)
-    client = state_client(settings.redis_url)
+    stopping = threading.Event()
+    client = state_client(settings.redis_url, stop_waiting=stopping)
     deliverer = build_deliverer(
         settings, client, on_dead_letter=report_dead_letter if sentry_on else None
     )
+    deliverer.stopping = stopping
     schedule, dead_letters = deliverer.schedule, deliverer.dead_letters
 
     @app.task(name=contract.TASK_DELIVER, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -173,6 +208,12 @@ def create_app(settings: Settings) -> Celery:
             # (already delivered events are skipped by their marker).
             log.warning("Redis failed mid-delivery (%s); returning the message", exc)
             raise Reject(str(exc), requeue=True) from exc
+        except Exception as exc:
+            # deliver_message contains each event's failure, so this is a bug of ours. Celery
+            # would acknowledge a failed task, losing the events not handled yet: hand the
+            # message back instead, and say so loudly.
+            log.critical("bug while handling a message; returning it to the queue", exc_info=True)
+            raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from exc
 
     name = worker_name()
     chores: list[tuple[float, Any]] = [(5.0, lambda: heartbeat(client, name))]
@@ -187,7 +228,14 @@ def create_app(settings: Settings) -> Celery:
                 ),
             )
         )
-    promoter = Promoter(schedule, settings.scheduler_interval, chores)
+
+    def scheduler_died() -> None:
+        log.critical("the scheduler stopped: stopping this worker so that it is replaced")
+        if on_fatal is not None:
+            on_fatal()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    promoter = Promoter(schedule, settings.scheduler_interval, chores, on_death=scheduler_died)
 
     @signals.worker_ready.connect(weak=False)
     def start_scheduler(**_: Any) -> None:

@@ -86,9 +86,16 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
     from celery import signals
 
-    from .app import create_app
+    from .app import check_server, create_app
+    from .logs import configure as configure_logging
 
-    app = create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        check_server(settings.redis_url)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    fatal: list[int] = []  # 1 if the worker stopped itself because its scheduler died
+    app = create_app(settings, on_fatal=lambda: fatal.append(1))
     stopped: list[Any] = []  # the worker, as its shutdown signal names it
     asked: list[int] = []  # exit codes of the shutdowns signals asked for (a cold one is 1)
 
@@ -116,7 +123,7 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
     # worker_main drops the worker's exit code: one that died of an unrecoverable error would
     # exit 0, and a supervisor restarting on failure would leave it dead. (A cold shutdown
     # never sets it: its code is the one its signal handler announced.)
-    code = (getattr(stopped[-1], "exitcode", 0) if stopped else 0) or max(asked, default=0)
+    code = (getattr(stopped[-1], "exitcode", 0) if stopped else 0) or max(asked + fatal, default=0)
     if code:
         raise SystemExit(code)
 

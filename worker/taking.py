@@ -2,9 +2,9 @@
 
 kombu's Redis transport takes a message with BRPOP and writes its unacked record in a second
 round trip; a worker killed between the two loses the message. Our transport takes it with
-BLMOVE (BRPOPLPUSH before Redis 6.2) into a list of its own channel instead, and writes the
-unacked record in the same MULTI that takes it off that list: at every instant the message is
-on the queue, in a taking list or in the unacked hash.
+BLMOVE (Redis 6.2+, which the worker requires) into a list of its own channel instead, and
+writes the unacked record in the same MULTI that takes it off that list: at every instant the
+message is on the queue, in a taking list or in the unacked hash.
 
 Each channel's list is registered in ``limechat:taking`` with the Redis time at which its
 worker last swept. A list not refreshed for a visibility timeout belongs to a worker that is

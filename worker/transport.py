@@ -1,4 +1,5 @@
-"""kombu's Redis transport, hardened against crashes and against what others push onto our queue.
+"""kombu's Redis transport, hardened against crashes, a full Redis, and what others push onto
+our queue.
 
 Messages are taken with BLMOVE into a taking list (see worker/taking.py) instead of with
 BRPOP, so a worker killed between taking a message and recording it as unacknowledged loses
@@ -7,17 +8,19 @@ nothing.
 Stock kombu dies on an item of the Redis list that is not JSON ("Unrecoverable error:
 JSONDecodeError", the worker exits and the item is gone), and Celery drops, with a log line,
 a message whose body it cannot decode or whose task it does not know. Here every item the
-worker pops is checked first; one that is not a ``limechat.deliver`` message we can read is
-swapped for a ``deliver`` message carrying it, so it lands in the DLQ as ``malformed`` with
-what arrived, and the worker goes on.
+worker takes is checked first (worker/vetting.py); one that is not a ``limechat.deliver``
+message we can read is swapped for a ``deliver`` message carrying it, so it lands in the DLQ as
+``malformed`` with what arrived, and the worker goes on.
+
+Stock kombu also dies when Redis is full ("Unrecoverable error: OutOfMemoryError"). Here a
+refused write in the consumer's loop backs off and tries again on the next poll, never
+blocking it for long (a SIGTERM must still stop the worker): a message taken but not recorded
+stays in the taking list and is put back on the queue before the next take.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import json
 import logging
 import time
 import uuid
@@ -25,94 +28,64 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any, cast
 
+from kombu.serialization import register
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
 from producer import contract, wire
 from worker import taking
+from worker.fullredis import FullRedisWait, is_full
+from worker.server import require_supported
+from worker.vetting import BODY_UNREADABLE, check_message, quarantine_carrier, salvage
 
 log = logging.getLogger("limechat_events.worker")
 
-#: How much of an unreadable item is kept in its dead letter.
-MAX_RAW_CHARS = 4096
+#: Longest pause of the consumer's loop while Redis is full (it comes back to check for a stop).
+FULL_REDIS_PAUSE_SECONDS = 1.0
 
 
-def check_message(item: bytes | str) -> str:
-    """What is wrong with a raw queue item, or '' if it is a deliver message we can read.
+def use_plain_json() -> None:
+    """Decode task bodies as plain JSON in this process (the worker's), without kombu's hook.
 
-    Stricter than kombu and Celery need to *start* on a message: anything they would drop with
-    a log line (no delivery tag, another serializer, an ETA, an expiry), crash on (a delivery
-    tag that is not a string, a time limit that is not a pair) or loop on (no task id) is
-    refused here, so it reaches the DLQ instead.
+    kombu's JSON decoder turns any object of the form ``{"__type__": ..., "__value__": ...}``
+    into a Python value (a datetime, bytes, a Decimal) or raises for a type it does not know,
+    and Celery then drops the message ("Can't decode message body"). An event's ``data`` is the
+    user's JSON: it must reach LimeChat exactly as it was sent, whatever its keys.
     """
-    try:
-        message = json.loads(item)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return f"not JSON ({exc})"
-    if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
-        return "not a Celery message (no properties)"
-    properties, headers = message["properties"], message.get("headers")
-    if not isinstance(headers, dict) or headers.get("task") != contract.TASK_DELIVER:
-        task = headers.get("task") if isinstance(headers, dict) else None
-        return f"not a {contract.TASK_DELIVER} message (task {task!r})"
-    problem = _envelope_problem(message, properties, headers)
-    if problem:
-        return problem
-    body = message.get("body")
-    if not isinstance(body, str):
-        return "body is not text"
-    try:
-        raw = body.encode()
-        if properties.get("body_encoding") == "base64":
-            raw = base64.b64decode(raw, validate=True)
-        decoded = json.loads(raw)
-    except (TypeError, ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        return f"body cannot be decoded ({exc})"
-    if not (
-        isinstance(decoded, list)
-        and len(decoded) == 3
-        and isinstance(decoded[0], list)
-        and isinstance(decoded[1], dict)
-        and isinstance(decoded[2], (dict, type(None)))
-    ):
-        return "body is not [args, kwargs, options]"
-    return ""
+    register(
+        "json",
+        dumps,
+        functools.partial(kombu_json.loads, object_hook=None),
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
 
 
-def _envelope_problem(
-    message: dict[str, Any], properties: dict[str, Any], headers: dict[str, Any]
-) -> str:
-    info = properties.get("delivery_info")
-    if not isinstance(properties.get("delivery_tag"), str):
-        return "properties.delivery_tag is not a string"
-    if not (isinstance(info, dict) and "exchange" in info and "routing_key" in info):
-        return "properties.delivery_info lacks exchange/routing_key"
-    if message.get("content-type") != "application/json":
-        return f"content-type {message.get('content-type')!r} is not application/json"
-    if message.get("content-encoding") != "utf-8":
-        return f"content-encoding {message.get('content-encoding')!r} is not utf-8"
-    if not isinstance(headers.get("id"), str) or not headers["id"]:
-        return "headers.id (the task id) is not a string"
-    if headers.get("eta") is not None or headers.get("expires") is not None:
-        return "headers.eta/expires are set (events are never delayed or expired this way)"
-    limit = headers.get("timelimit", [None, None])
-    if not (isinstance(limit, list) and len(limit) == 2):
-        return "headers.timelimit is not a pair"
-    return ""
+def vetted(item: bytes | str) -> bytes | str:
+    """``item`` if it is a deliver message we can read, else the message to take instead.
+
+    A body that cannot be decoded whole is split and its events decoded one by one, so that
+    one bad event does not take the others with it; anything else unreadable is carried
+    whole to the DLQ. (Marked redelivered: the delivered markers are read, to be safe.)
+    """
+    problem = check_message(item)
+    if not problem:
+        return item
+    events = salvage(item) if problem.startswith(BODY_UNREADABLE) else None
+    if events:
+        return wire.encode_message(cast(Any, events), redelivered=True).encode()
+    return quarantine(item, problem)
 
 
 def quarantine(item: bytes | str, problem: str) -> bytes:
     """A deliver message that carries ``item``, for the task to dead-letter as malformed."""
     text = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else item
-    carrier: Any = {"id": str(uuid.uuid4()), "__malformed__": problem, "raw": text[:MAX_RAW_CHARS]}
+    carrier: Any = quarantine_carrier(str(uuid.uuid4()), text, problem)
     return wire.encode_message([carrier]).encode()
-
-
-#: The blocking pops whose reply carries a message the worker is about to take.
-_TAKING_COMMANDS = ("BLMOVE", "BRPOPLPUSH")
 
 
 class _CheckedBRPOP:
@@ -124,13 +97,9 @@ class _CheckedBRPOP:
         )
         if command_name == "BRPOP" and isinstance(response, (list, tuple)):
             queue, item = response
-            problem = check_message(item)
-            if problem:
-                return queue, quarantine(item, problem)
-        elif command_name in _TAKING_COMMANDS and isinstance(response, (bytes, str)):
-            problem = check_message(response)
-            if problem:
-                return quarantine(response, problem)
+            return queue, vetted(item)
+        if command_name == "BLMOVE" and isinstance(response, (bytes, str)):
+            return vetted(response)
         return response
 
 
@@ -156,6 +125,15 @@ class QoS(kombu_redis.QoS):
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
 
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().restore_visible(*args, **kwargs)
+        except ResponseError as exc:
+            if not is_full(exc):
+                raise
+            # (what a dead worker held stays in the unacked hash until Redis has memory)
+            log.debug("restoring unacknowledged messages waits for memory: %s", exc)
+
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
@@ -172,13 +150,34 @@ class Channel(kombu_redis.Channel):
         #: the taking list of the message being handed to kombu right now, if any
         self.taking_now: str | None = None
         self._moving_from: str | None = None
-        self._move_command = ""
+        #: taking lists holding a message taken but not recorded (Redis was full then)
+        self._leftovers: set[str] = set()
+        self._full = FullRedisWait("take messages", max_delay=FULL_REDIS_PAUSE_SECONDS)
 
     def _get_client(self) -> Any:
         client = super()._get_client()  # type: ignore[misc]
         if isinstance(client, functools.partial):  # kombu's global_keyprefix client
             return functools.partial(_checked(client.func), *client.args, **client.keywords)
         return _checked(client)
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        while True:
+            try:
+                super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[misc]
+                return
+            except ResponseError as exc:
+                if not is_full(exc):
+                    raise
+                if self._bound(exchange, routing_key, pattern, queue):
+                    return  # (the usual case: any earlier worker declared it)
+                if _stop_requested():
+                    raise
+                self._full.sleep(exc)
+
+    def _bound(self, exchange: str, routing_key: str, pattern: str, queue: str) -> bool:
+        member = self.sep.join([routing_key or "", pattern or "", queue or ""])
+        with self.conn_or_acquire() as client:
+            return bool(client.sismember(self.keyprefix_queue % (exchange,), member))
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -188,22 +187,34 @@ class Channel(kombu_redis.Channel):
             super()._brpop_start(timeout)  # type: ignore[misc]
             return
         source = queues[0]
-        into = self.taking_lists.get(source) or self._start_taking(source)
-        args = [source, into, "RIGHT", "LEFT"] if self._move_command == "BLMOVE" else [source, into]
+        try:
+            into = self.taking_lists.get(source) or self._start_taking(source)
+            if into in self._leftovers:
+                self._put_back(into)
+        except ResponseError as exc:
+            if not is_full(exc):
+                raise
+            self._full.sleep(exc)
+            return  # (nothing sent: the next poll tries again)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         self._moving_from = source
         wait = self.brpop_timeout if timeout is None else timeout
-        self.client.connection.send_command(self._move_command, *args, wait or 0)
+        self.client.connection.send_command("BLMOVE", source, into, "RIGHT", "LEFT", wait or 0)
 
     def _start_taking(self, source: str) -> str:
         with self.conn_or_acquire() as client:
-            if not self._move_command:
-                self._move_command = _blocking_move_command(client)
+            require_supported(client)  # (a backstop: `worker` checks before it starts)
             into = contract.taking_key(source, self._token)
             taking.register(client, into)
         self.taking_lists[source] = into
         return into
+
+    def _put_back(self, into: str) -> None:
+        """Return what a take left in ``into`` to its queue (raises while Redis is full)."""
+        with self.conn_or_acquire() as client:
+            taking.recover(client, into, forget=False)
+        self._leftovers.discard(into)
 
     def _brpop_read(self, **options: Any) -> bool:
         source = self._moving_from
@@ -211,19 +222,31 @@ class Channel(kombu_redis.Channel):
             return bool(super()._brpop_read(**options))  # type: ignore[misc]
         try:
             try:
-                item = self.client.parse_response(
-                    self.client.connection, self._move_command, **options
-                )
+                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
             except self.connection_errors:
                 # (as kombu: disconnect, so that the next poll reconnects)
                 self.client.connection.disconnect()
                 raise
+            except ResponseError as exc:
+                if not is_full(exc):
+                    raise
+                self._full.sleep(exc)
+                raise Empty() from None
             if item is None:
                 raise Empty()
+            self._full.done()
             self._queue_cycle.rotate(source)
-            self.taking_now = self.taking_lists[source]
+            into = self.taking_lists[source]
+            self.taking_now = into
             try:
                 self.connection._deliver(loads(bytes_to_str(item)), source)
+            except ResponseError as exc:
+                if not is_full(exc):
+                    raise
+                # Taken but not recorded: it stays in the taking list until put back.
+                self._leftovers.add(into)
+                self._full.sleep(exc)
+                raise Empty() from None
             finally:
                 self.taking_now = None
             return True
@@ -242,14 +265,11 @@ class Channel(kombu_redis.Channel):
             return taking.sweep(client, mine, idle, self.visibility_timeout)
 
 
-def _blocking_move_command(client: Any) -> str:
-    """BLMOVE where the server has it (Redis 6.2+), else BRPOPLPUSH, which it replaced."""
-    try:
-        version = str(client.info("server").get("redis_version", "0"))
-    except ResponseError:  # INFO renamed away by a managed Redis: assume the old command
-        return "BRPOPLPUSH"
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    return "BLMOVE" if parts >= (6, 2) else "BRPOPLPUSH"
+def _stop_requested() -> bool:
+    """Whether the worker has been asked to stop (a signal arrived during a wait)."""
+    from celery.worker import state
+
+    return bool(state.should_stop or state.should_terminate)
 
 
 class Poller(kombu_redis.MultiChannelPoller):
@@ -267,6 +287,11 @@ class Poller(kombu_redis.MultiChannelPoller):
             except channel.connection_errors:
                 # (as kombu's sweep: the main loop reconnects; try again next tick)
                 log.debug("taking-list sweep: connection error, next tick", exc_info=True)
+                return
+            except ResponseError as exc:
+                if not is_full(exc):
+                    raise
+                log.debug("taking-list sweep waits for memory: %s", exc)
                 return
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 import redis
 from redis.client import Pipeline
 
 from producer import contract, wire
 from worker import taking
-from worker.transport import _blocking_move_command
 
 PHONE = "+915673412780"
 
@@ -110,27 +108,3 @@ def test_sweep_leaves_its_own_list_alone_while_a_move_is_in_flight(r: redis.Redi
     r.lpush(mine, message(1))  # moved by a BLMOVE whose reply is being read
     assert taking.sweep(r, mine=[mine], idle=[], max_age=30) == 0
     assert r.llen(mine) == 1 and r.llen(contract.QUEUE) == 0
-
-
-class Server:
-    def __init__(self, version: str | None) -> None:
-        self.version = version
-
-    def info(self, section: str) -> dict[str, str]:
-        if self.version is None:
-            raise redis.ResponseError("unknown command 'INFO'")
-        return {"redis_version": self.version}
-
-
-@pytest.mark.parametrize(
-    ("version", "command"),
-    [
-        ("7.0.15", "BLMOVE"),
-        ("6.2.0", "BLMOVE"),
-        ("6.0.16", "BRPOPLPUSH"),
-        ("5.0.7", "BRPOPLPUSH"),
-        (None, "BRPOPLPUSH"),
-    ],
-)
-def test_blmove_where_the_server_has_it(version: str | None, command: str) -> None:
-    assert _blocking_move_command(Server(version)) == command
