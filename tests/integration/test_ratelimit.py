@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from producer import Producer, contract
 from tests.helpers import WorkerProcess, wait_for, worker_env
 from worker.ratelimit import Rate, RateLimiter
 from worker.sandbox import Reply, Request, Sandbox
+from worker.stats import redis_now
 
 NOW = 1_000_000.0
 PHONE = "+915673412780"
@@ -119,11 +121,22 @@ def test_extreme_rates_keep_a_positive_expiry(r: redis.Redis, rate: Rate) -> Non
         assert r.pttl(keys.reserve) > 3_500_000
 
 
+#: How much later than it passed the gate a request may reach the receiver on a busy machine
+#: (a thread descheduled between the limiter's answer and its POST): arrivals are compared
+#: with the limit over windows widened by this much.
+JITTER = 0.5
+
+
+def delivered_by(worker: WorkerProcess) -> int:
+    return worker.text().count("delivered evt=")
+
+
 def test_three_worker_processes_share_one_limit(producer: Producer, redis_url: str) -> None:
     # Given a receiver that only counts arrivals, and more work than 20 s at the limit allow
     arrivals: list[float] = []
     receiver = Sandbox(responder=lambda req: arrivals.append(time.monotonic()) or None).start()
     rate, burst, seconds = 20, 5, 20
+    wanted = rate * seconds + burst
     producer.send_events(
         [
             {"event": "product_view", "phone": PHONE, "data": {"i": i}}
@@ -136,40 +149,47 @@ def test_three_worker_processes_share_one_limit(producer: Producer, redis_url: s
         LIMECHAT_RATE_LIMIT=f"{rate}/s",
         LIMECHAT_RATE_BURST=str(burst),
         LIMECHAT_WORKER_CONCURRENCY="4",
-        LIMECHAT_VISIBILITY_TIMEOUT="30",
+        LIMECHAT_VISIBILITY_TIMEOUT="60",
         LOG_LEVEL="INFO",
     )
     workers = [WorkerProcess(env).start() for _ in range(3)]
     try:
-        # When they deliver for a little more than 20 s
-        wait_for(lambda: arrivals, 30, "the first delivery")
-        time.sleep(seconds + 1.5)
+        # When they deliver the first `wanted` events (at the limit: 20 s; the deadline only
+        # catches a limiter that lets nothing through)
+        wait_for(lambda: len(arrivals) >= wanted, 3 * seconds + 30, f"{wanted} deliveries")
     finally:
         for w in workers:
             w.stop()
         receiver.stop()
-    # Then the achieved rate over 20 s is within 5% of the limit
-    start = arrivals[0]
-    in_run = [t for t in arrivals if t < start + seconds]
-    achieved = (len(in_run) - burst) / seconds
-    assert achieved == pytest.approx(rate, rel=0.05), achieved
-    # and no 1-second window carries more than rate + burst
-    assert max_in_window(in_run, 1.0) <= rate + burst
+    # Then all three delivered (each its own log), together no faster than the limit: the
+    # first `wanted` arrivals span at least (wanted - burst) / rate seconds
+    assert all(delivered_by(w) for w in workers), [delivered_by(w) for w in workers]
+    run = sorted(arrivals)[:wanted]
+    assert run[-1] - run[0] >= (wanted - burst) / rate - JITTER, run[-1] - run[0]
+    # ...and no 1-second window carries more than rate + burst (widened by the jitter)
+    assert max_in_window(run, 1.0) <= rate * (1 + JITTER) + burst, max_in_window(run, 1.0)
 
 
-def test_a_429_with_retry_after_stops_every_process(producer: Producer, redis_url: str) -> None:
-    arrivals: list[tuple[float, int]] = []
-    first = [True]
+def test_a_429_with_retry_after_stops_every_process(
+    producer: Producer, redis_url: str, r: redis.Redis
+) -> None:
+    """No request passes the gate while the account is paused: what any process sends after
+    the pause was written passed the gate before it (at most one request per thread)."""
+    arrivals: list[tuple[float, str, int]] = []  # Redis' clock at arrival, event id, status
+    first = True
 
     def respond(req: Request) -> Reply | None:
-        if first[0]:
-            first[0] = False
-            arrivals.append((time.monotonic(), 429))
+        nonlocal first
+        now = redis_now(r)
+        if first:
+            first = False
+            arrivals.append((now, req.body["data"]["id"], 429))
             return Reply(429, {"error": "slow down"}, {"Retry-After": "2"})
-        arrivals.append((time.monotonic(), 200))
+        arrivals.append((now, req.body["data"]["id"], 200))
         return None
 
     receiver = Sandbox(responder=respond).start()
+    processes, threads = 3, 4
     env = worker_env(
         redis_url,
         receiver.url,
@@ -177,20 +197,34 @@ def test_a_429_with_retry_after_stops_every_process(producer: Producer, redis_ur
         LIMECHAT_RATE_BURST="1",
         LIMECHAT_RETRY_MAX_SECONDS="5",
         LIMECHAT_VISIBILITY_TIMEOUT="30",
+        LIMECHAT_WORKER_CONCURRENCY=str(threads),
         LOG_LEVEL="INFO",
     )
-    workers = [WorkerProcess(env).start() for _ in range(3)]
+    workers = [WorkerProcess(env).start() for _ in range(processes)]
     try:
-        producer.send_events(
-            [{"event": "product_view", "phone": PHONE, "data": {"i": i}} for i in range(60)]
-        )
-        wait_for(lambda: len(arrivals) >= 61, 40, "every event after the pause")
+        # (one message per event, so that every process takes some)
+        for i in range(60):
+            producer.send_event("product_view", phone=PHONE, data={"id": str(i)})
+        wait_for(lambda: len(arrivals) >= 61, 60, "every event after the pause")
     finally:
         for w in workers:
             w.stop()
         receiver.stop()
-    paused_at = arrivals[0][0]
-    assert arrivals[0][1] == 429
-    after = [t for t, _ in arrivals[1:]]
-    # Nothing from any process within the 2 s LimeChat asked for
-    assert min(after) - paused_at >= 2.0 - 0.05, min(after) - paused_at
+    # The pause, as the worker that got the 429 wrote it (Redis' clock)
+    [until] = [
+        float(m)
+        for w in workers
+        for m in re.findall(r"account paused by a 429 until ([0-9.]+)", w.text())
+    ]
+    written = until - 2.0
+    at_429, paused_id, status = arrivals[0]
+    assert status == 429 and written >= at_429 - 0.001  # (the log rounds to the millisecond)
+    # Every process was delivering (its own log), so every one of them had to stop
+    assert all(delivered_by(w) for w in workers), [delivered_by(w) for w in workers]
+    # Requests that arrived while the pause lasted had passed the gate before it was written:
+    # at most one per thread of every process but the one that got the 429
+    during = [a for a in arrivals[1:] if written <= a[0] < until]
+    assert len(during) <= processes * threads - 1, during
+    # ...the event that got the 429 went again only after the pause, and all were delivered
+    assert min(at for at, evt, _ in arrivals[1:] if evt == paused_id) >= until
+    assert {evt for _, evt, status in arrivals if status == 200} == {str(i) for i in range(60)}
