@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import redis
 
 from producer import Producer, contract, wire
 from producer.envelope import new_event
+from tests.chaos.support import queued_events
 from tests.helpers import (
     TEST_TOKEN,
     WorkerProcess,
@@ -279,40 +281,61 @@ def test_an_event_held_by_a_sigkilled_worker_is_delivered_after_a_restart(
         first.kill()
     in_flight = len(arrived)
     stall.clear()
-    started = time.monotonic()
     with running_worker(env):
+        # The held messages come back after the visibility timeout (4 s here), not after
+        # kombu's default hour: the deadline is generous for a busy machine, and is the bound.
         wait_for(
             lambda: {req.body["data"]["i"] for req in receiver.accepted()} >= set(range(10)),
-            30,
+            60,
             "every event delivered after the restart",
         )
-    # The held messages came back after the visibility timeout (4 s here), not after an hour.
-    assert time.monotonic() - started < 20
     delivered = Counter(req.body["data"]["i"] for req in receiver.accepted())
     duplicates = sum(delivered.values()) - 10
     assert duplicates <= in_flight, delivered
 
 
 def test_sigterm_mid_batch_exits_promptly_and_loses_nothing(
-    producer: Producer, receiver: Sandbox, env: dict[str, str]
+    producer: Producer, receiver: Sandbox, redis_url: str, r: redis.Redis
 ) -> None:
+    """SIGTERM: each POST in flight finishes, the unstarted rest of each batch goes to the
+    scheduler (not left for kombu to redeliver), the worker exits 0; the next one delivers."""
+
     def slow(req: Request) -> Reply | None:
         time.sleep(0.5)
         return None
 
     receiver.responder = slow
+    # (a visibility timeout far longer than the test: nothing can come back through kombu's
+    # redelivery, so what the next worker delivers is what the first handed to the scheduler)
+    env = worker_env(redis_url, receiver.url, LIMECHAT_VISIBILITY_TIMEOUT="600")
+    threads = int(env["LIMECHAT_WORKER_CONCURRENCY"])
     producer.send_events(
         [{"event": "order_placed", "phone": PHONE, "data": {"i": i}} for i in range(30)]
     )
     first = WorkerProcess(env).start()
-    wait_for(lambda: len(receiver.requests) >= 2, 20, "deliveries under way")
+    wait_for(
+        lambda: len(receiver.requests) >= 2 and not r.llen(contract.QUEUE),
+        20,
+        "deliveries under way, every batch taken",
+    )
     signalled = time.monotonic()
-    assert first.terminate(timeout=20) == 0
-    took = time.monotonic() - signalled
+    # (a generous bound: a hung shutdown fails it, a slow machine does not)
+    code = first.terminate(timeout=float(env["LIMECHAT_TIMEOUT_SECONDS"]) + 20)
     first.stop()
-    # One POST in flight per thread finishes (0.5 s here), the rest of each batch is parked.
-    assert took < 2 + float(env["LIMECHAT_TIMEOUT_SECONDS"]), took
-    assert first.saw("shutting down:")
+    assert code == 0, first.text()[-3000:]
+    # Each thread finishes the POST it had in flight and starts at most one more (the one it
+    # began before it saw the signal): the rest of its batch (10 events at 0.5 s) is not sent
+    late = [req for req, _ in list(receiver.requests) if req.received_at > signalled]
+    assert len(late) <= threads, len(late)
+    # The unstarted rest went to the scheduler, and the messages were acknowledged: every
+    # event is delivered, parked (or promoted back onto the queue) exactly once, none held
+    handed = re.findall(r"shutting down: (\d+) events handed to the scheduler", first.text())
+    assert handed, first.text()[-3000:]
+    delivered = {req.body["data"]["i"] for req in receiver.accepted()}
+    parked = r.hlen(contract.RETRY_EVENTS)
+    assert sum(map(int, handed)) == parked + queued_events(r) > 0
+    assert len(delivered) + parked + queued_events(r) == 30
+    assert r.hlen(contract.UNACKED) == 0
     receiver.responder = None
     with running_worker(env):
         wait_for(
@@ -320,3 +343,4 @@ def test_sigterm_mid_batch_exits_promptly_and_loses_nothing(
             30,
             "every event delivered by the next worker",
         )
+    assert Counter(req.body["data"]["i"] for req in receiver.accepted()) == Counter(range(30))
