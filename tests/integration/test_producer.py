@@ -92,11 +92,16 @@ def test_a_refused_redis_is_an_enqueue_error_at_once() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: nothing listens there
-    p = Producer(ProducerSettings(redis_url=f"redis://:hunter2@127.0.0.1:{port}/0"))
+    # A long timeout, so that "at once" and "after the timeout" are far apart
+    timeout = 20.0
+    p = Producer(
+        ProducerSettings(redis_url=f"redis://:hunter2@127.0.0.1:{port}/0", enqueue_timeout=timeout)
+    )
     started = time.monotonic()
     with pytest.raises(EnqueueError) as err:
         p.send_event("e", phone=PHONE)
-    assert time.monotonic() - started < 1.0
+    # Refused: no wait for the timeout (the connect alone may wait half of it)
+    assert time.monotonic() - started < timeout / 4
     assert "hunter2" not in str(err.value) and "***" in str(err.value)
 
 
@@ -129,7 +134,7 @@ def silent_server() -> Iterator[int]:
 
 
 def test_a_hung_redis_is_an_enqueue_error_within_the_documented_bound(silent_server: int) -> None:
-    timeout = 0.4
+    timeout = 1.0
     p = Producer(
         ProducerSettings(redis_url=f"redis://127.0.0.1:{silent_server}/0", enqueue_timeout=timeout)
     )
@@ -137,6 +142,6 @@ def test_a_hung_redis_is_an_enqueue_error_within_the_documented_bound(silent_ser
     with pytest.raises(EnqueueError, match="Timeout"):
         p.send_event("e", phone=PHONE)
     elapsed = time.monotonic() - started
-    # Documented: about 2 x LIMECHAT_ENQUEUE_TIMEOUT_SECONDS at worst; a little slack for the
-    # machine, never the seconds a default client would hang.
-    assert elapsed < 2 * timeout + 0.5, elapsed
+    # The bound is the promise (a web request never hangs): about 2 x the timeout at worst,
+    # with 1.5 s of slack for a busy machine; a default client would wait forever.
+    assert elapsed < 2 * timeout + 1.5, elapsed
