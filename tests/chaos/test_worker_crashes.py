@@ -104,7 +104,7 @@ def test_sigterm_mid_run_finishes_what_is_in_flight_and_exits_in_time(
     """SIGTERM: POSTs in flight finish or time out, the rest goes back; exit within the timeout."""
     # Given 400 events, a receiver taking 10 ms per request, and, until the SIGTERM, every
     # 50th event's first request stalling far past LIMECHAT_TIMEOUT_SECONDS (2 s here)
-    events, timeout = 400, 2.0
+    events, timeout, stall = 400, 2.0, 30.0
     chaos.latency = 0.01
     stalls: dict[int, float] = {}
     stalling = threading.Event()
@@ -113,7 +113,7 @@ def test_sigterm_mid_run_finishes_what_is_in_flight_and_exits_in_time(
     def script(req: Received) -> Action:
         if stalling.is_set() and req.seq % 50 == 0 and req.seq not in stalls:
             stalls[req.seq] = time.monotonic()
-            return Stall(30)
+            return Stall(stall)
         return Answer()
 
     def a_stall_in_flight() -> bool:
@@ -143,9 +143,11 @@ def test_sigterm_mid_run_finishes_what_is_in_flight_and_exits_in_time(
         stalling.clear()
     finally:
         worker.stop()
-    # Then it exits cleanly, within one HTTP timeout plus the shutdown itself
+    # Then it exits cleanly, within one HTTP timeout plus the shutdown itself: the bound is
+    # the promise; half the stall is far above what a busy machine adds, and below waiting
+    # the stalled POST out
     assert code == 0, worker.text()[-3000:]
-    assert took < timeout + 8, took
+    assert took < stall / 2, took
     assert worker.saw("shutting down:")
     # ...holding nothing: every event is delivered, queued, or parked for a retry
     delivered = chaos.delivered_seqs()
