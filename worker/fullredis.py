@@ -56,13 +56,14 @@ class FullRedisWait:
         self.started: float | None = None
 
     def sleep(self, exc: BaseException) -> None:
+        """Pause before the next try (or raise ``exc``, when told to give up)."""
         if self.give_up is not None and self.give_up():
             raise exc
         if self.started is None:
             self.started = time.monotonic()
             log.warning(
-                "Redis is full (%s): waiting for memory to %s; nothing is dropped",
-                str(exc).split(".")[0],
+                "Redis is full (used memory > maxmemory): waiting for memory to %s;"
+                " nothing is dropped",
                 self.what,
             )
         time.sleep(self.delay)

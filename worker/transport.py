@@ -108,7 +108,78 @@ def _checked(client_class: type) -> type:
     return type(f"Checked{client_class.__name__}", (_CheckedBRPOP, client_class), {})
 
 
+# KEYS[1]: the unacked index   KEYS[2]: the unacked hash   ARGV[1]: a delivery tag
+# An acknowledgement as one script, not kombu's MULTI: a full Redis refuses every command of a
+# MULTI, deletes included, but runs a script whose first write is a delete.
+_FORGET = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+
+# KEYS[1]: the unacked index   KEYS[2]: the unacked hash   KEYS[3..]: the queues to push to
+# ARGV[1]: a delivery tag   ARGV[2..]: for each queue, 'L' (LPUSH) or 'R' (RPUSH), the message
+# kombu's restore in a WATCH/MULTI, as one script: the deletes come first, so a full Redis runs
+# it, and only the restorer whose HDEL removed the record pushes the message back.
+_RESTORE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 3, #KEYS do
+  local side, message = ARGV[2 * (i - 2)], ARGV[2 * (i - 2) + 1]
+  if side == 'L' then redis.call('LPUSH', KEYS[i], message)
+  else redis.call('RPUSH', KEYS[i], message) end
+end
+return 1
+"""
+
+
+class _Pushes:
+    """Stands in for the pipeline of kombu's ``_do_restore_message``: notes what it pushes."""
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, str, str]] = []
+
+    def lpush(self, queue: str, message: str) -> None:
+        self.pushes.append((queue, "L", message))
+
+    def rpush(self, queue: str, message: str) -> None:
+        self.pushes.append((queue, "R", message))
+
+
 class QoS(kombu_redis.QoS):
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        channel = cast("Channel", self.channel)
+        with channel.conn_or_acquire(client) as client:
+            record = client.hget(self.unacked_key, tag)
+            pushes = _Pushes()
+            if record is not None:
+                message, exchange, routing_key = loads(bytes_to_str(record))
+                channel._do_restore_message(message, exchange, routing_key, pushes, leftmost)
+            client.eval(
+                _RESTORE,
+                2 + len(pushes.pushes),
+                self.unacked_index_key,
+                self.unacked_key,
+                *[queue for queue, _, _ in pushes.pushes],
+                tag,
+                *[part for _, side, text in pushes.pushes for part in (side, text)],
+            )
+
+    def ack(self, delivery_tag: str) -> None:
+        self._forget(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        else:
+            self._forget(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _forget(self, delivery_tag: str) -> None:
+        with cast("Channel", self.channel).conn_or_acquire() as client:
+            client.eval(_FORGET, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+
     def append(self, message: Any, delivery_tag: str) -> None:
         taken_from = cast("Channel", self.channel).taking_now
         if taken_from is None:
@@ -141,6 +212,8 @@ class Channel(kombu_redis.Channel):
     connection_errors: tuple[type[BaseException], ...]
     _queue_cycle: Any
     _flush_brpop_reauth: Callable[[], None]
+    _q_for_pri: Callable[[str, int], str]
+    _do_restore_message: Callable[..., None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,6 +246,12 @@ class Channel(kombu_redis.Channel):
                 if _stop_requested():
                     raise
                 self._full.sleep(exc)
+
+    def _size(self, queue: str) -> int:
+        # (kombu counts in a MULTI, which a full Redis refuses even for reads)
+        with self.conn_or_acquire() as client:
+            lengths = [client.llen(self._q_for_pri(queue, p)) for p in self.priority_steps]
+        return sum(int(n) for n in lengths)
 
     def _bound(self, exchange: str, routing_key: str, pattern: str, queue: str) -> bool:
         member = self.sep.join([routing_key or "", pattern or "", queue or ""])
