@@ -655,6 +655,8 @@ def stats(as_json: bool, watch: bool) -> None:
 
 def _print_stats(data: dict[str, Any]) -> None:
     queue, retries, dead = data["queue"], data["retries"], data["dlq"]
+    for warning in data["redis"]["warnings"]:
+        click.echo(f"WARNING: {warning}")
     due = retries["next_due_in_seconds"]
     click.echo(f"queue:      {queue['waiting']} waiting, {queue['in_flight']} in flight")
     click.echo(
@@ -680,6 +682,7 @@ def _print_stats(data: dict[str, Any]) -> None:
         slowed = f", slowed by 429s to {effective:g}/s"
     click.echo(f"rate limit: {rl['limit']} for account {rl['account'] or '-'}{slowed}{pause}")
     click.echo(f"workers:    {data['workers_alive']} alive")
+    click.echo(f"redis:      {_describe_redis(data['redis'])}")
     if data["by_event"]:
         click.echo("by event:")
         for name, counts in data["by_event"].items():
@@ -687,6 +690,15 @@ def _print_stats(data: dict[str, Any]) -> None:
             click.echo(f"  {name}: {parts}")
     if data["by_status"]:
         click.echo("by HTTP status: " + ", ".join(f"{k} {v}" for k, v in data["by_status"].items()))
+
+
+def _describe_redis(facts: dict[str, Any]) -> str:
+    used, limit = facts["used_memory"], facts["maxmemory"]
+    memory = "" if used is None else f", {used / 2**20:.1f} MB used"
+    if used is not None and limit:
+        memory += f" of {limit / 2**20:.1f} MB"
+    policy = facts["maxmemory_policy"] or "unknown"
+    return f"{facts['version'] or 'version unknown'}{memory}, maxmemory-policy {policy}"
 
 
 @main.group()
@@ -718,7 +730,11 @@ def retries_list(as_json: bool, limit: int) -> None:
 
 @main.command()
 def ping() -> None:
-    """Exit 0 if Redis answers and the worker's configuration is valid (for health checks)."""
+    """Exit 0 if Redis answers and the worker's configuration is valid (for health checks).
+
+    Exits 1 on a Redis older than 6.2; warns (on stderr, still 0) when Redis may evict keys
+    (a maxmemory-policy other than noeviction) or is full.
+    """
     from .app import state_client
     from .settings import Settings
 
@@ -728,10 +744,19 @@ def ping() -> None:
         _fail(str(exc), 1)
     import redis
 
+    from .server import server_facts, version_problem, warnings
+
     try:
-        state_client(settings.redis_url, patient=False).ping()
+        client = state_client(settings.redis_url, patient=False)
+        client.ping()
+        facts = server_facts(client)
     except redis.RedisError as exc:
         _fail(f"Redis at {redacted_url(settings.redis_url)}: {type(exc).__name__}: {exc}", 1)
+    problem = version_problem(facts)
+    if problem:
+        _fail(problem, 1)
+    for warning in warnings(facts):
+        click.echo(f"warning: {warning}", err=True)
     click.echo("ok")
 
 

@@ -33,6 +33,13 @@ class ServerFacts:
     version: str | None  # None when INFO is not available
     maxmemory_policy: str | None
     supports_byscore: bool
+    used_memory: int | None = None
+    maxmemory: int | None = None  # 0: no limit
+
+    @property
+    def full(self) -> bool:
+        """At (or past) ``maxmemory``: Redis refuses writes that need memory."""
+        return bool(self.maxmemory and self.used_memory and self.used_memory >= self.maxmemory)
 
 
 def server_facts(client: redis.Redis) -> ServerFacts:
@@ -48,10 +55,13 @@ def server_facts(client: redis.Redis) -> ServerFacts:
     except redis.ResponseError:
         supports = False
     version, policy = info.get("redis_version"), info.get("maxmemory_policy")
+    used, limit = info.get("used_memory"), info.get("maxmemory")
     return ServerFacts(
         None if version is None else str(version),
         None if policy is None else str(policy),
         supports,
+        used if isinstance(used, int) else None,
+        limit if isinstance(limit, int) else None,
     )
 
 
@@ -81,6 +91,17 @@ def eviction_warning(facts: ServerFacts) -> str | None:
         "keys, and queued events, retries and dead letters vanish without a trace; set "
         "maxmemory-policy noeviction (README, 'Deploying')"
     )
+
+
+def warnings(facts: ServerFacts) -> list[str]:
+    """What an operator should know about this Redis right now (for ``ping`` and ``stats``)."""
+    found = [w for w in (version_problem(facts), eviction_warning(facts)) if w]
+    if facts.full:
+        found.append(
+            "Redis is full (used_memory >= maxmemory): it refuses writes; send_event raises "
+            "EnqueueError and workers wait, holding what they took, until memory is freed"
+        )
+    return found
 
 
 def require_supported(client: redis.Redis) -> ServerFacts:

@@ -11,6 +11,7 @@ import redis
 from producer import contract
 
 from .ratelimit import Rate
+from .server import server_facts, warnings
 
 #: A worker is shown as alive if its scheduler looped this recently.
 ALIVE_SECONDS = 15.0
@@ -95,6 +96,18 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
             ),
         },
         "workers_alive": len(workers),
+        "redis": _redis_section(client),
+    }
+
+
+def _redis_section(client: redis.Redis) -> dict[str, Any]:
+    facts = server_facts(client)
+    return {
+        "version": facts.version,
+        "maxmemory_policy": facts.maxmemory_policy,
+        "used_memory": facts.used_memory,
+        "maxmemory": facts.maxmemory,
+        "warnings": warnings(facts),
     }
 
 
