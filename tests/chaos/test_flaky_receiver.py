@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from itertools import pairwise
 
+import pytest
 import redis
 
 from producer import Producer
@@ -16,6 +17,8 @@ from tests.helpers import running_worker, worker_env
 from .figures import record
 from .receiver import Action, Answer, ChaosReceiver, Received, Reset, Script
 from .support import send_numbered, wait_settled
+
+pytestmark = pytest.mark.integration
 
 EVENTS = 1000
 RETRY_AFTER = 1  # seconds, as the 429s say

@@ -26,6 +26,8 @@ from producer.envelope import request_body
 from worker.sandbox import check_body
 from worker.vetting import envelope_problem
 
+pytestmark = pytest.mark.integration
+
 FIELDS = {"event", "phone", "distinct_id", "data", "account", "idempotency_key", "items"}
 #: What ``send_events`` may name in an item: its fields, or the item itself (not a mapping).
 ITEM_FIELDS = {"event", "phone", "distinct_id", "data", "account", "item"}

@@ -23,6 +23,8 @@ from tests.helpers import WorkerProcess, running_worker, wait_for
 from .receiver import ChaosReceiver
 from .support import PHONE, dead_letters
 
+pytestmark = pytest.mark.integration
+
 Message = dict[str, Any]
 
 

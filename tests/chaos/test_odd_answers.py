@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Any
 
+import pytest
 import redis
 
 from producer import Producer, contract
@@ -18,6 +19,8 @@ from tests.helpers import WorkerProcess, running_worker, wait_for, worker_env
 from .figures import record
 from .receiver import Action, Answer, ChaosReceiver, Garbage, Received, Stall
 from .support import PHONE, dead_letters, items, wait_settled
+
+pytestmark = pytest.mark.integration
 
 HTML = b"<!doctype html><html><body><h1>502 Bad Gateway</h1></body></html>"
 TWO_MB = b'{"error": "' + b"x" * (2 * 1024 * 1024) + b'"}'

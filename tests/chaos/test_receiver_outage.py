@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 import redis
 
 from producer import Producer, contract
@@ -14,6 +15,8 @@ from tests.helpers import run_cli, running_worker, worker_env
 from .figures import record
 from .receiver import Action, Answer, ChaosReceiver, Received, Reset
 from .support import dead_letters, send_numbered, wait_settled
+
+pytestmark = pytest.mark.integration
 
 
 def test_an_outage_past_the_attempts_dead_letters_everything_and_a_replay_delivers_it_once(

@@ -24,6 +24,8 @@ from .receiver import Action, Answer, ChaosReceiver, Received
 from .redis_server import RedisServer
 from .support import PHONE, Tally, all_settled, held_seqs, send_numbered, wait_settled
 
+pytestmark = pytest.mark.integration
+
 ENQUEUE_TIMEOUT = 0.5  # LIMECHAT_ENQUEUE_TIMEOUT_SECONDS: send_event gives up within ~2x this
 # The bound is the promise ("a web request never hangs"): about 2x the timeout, here with 2 s
 # of slack for a loaded machine, which is still nothing like the hang it guards against.

@@ -34,6 +34,8 @@ from .receiver import Action, Answer, ChaosReceiver, Received, Reset
 from .redis_server import RedisServer, make_tls_files, redis_supports_tls
 from .support import dead_letters, send_numbered, wait_settled
 
+pytestmark = pytest.mark.integration
+
 # URL-special characters on purpose: the URL carries it percent-encoded.
 PASSWORD = "s3cr3t-P@ss/w0rd:never-shown"
 PHONES = ["+915673412780", "+14155552671", "+442079460958"]

@@ -26,6 +26,8 @@ from tests.helpers import ROOT
 
 from .figures import record
 
+pytestmark = pytest.mark.integration
+
 PHONE = "+915673412780"
 GOOD = json.dumps({"distinct_id": "u1", "phone": PHONE, "event": "order_placed", "data": {}})
 LOG_LINE = b"2026-11-26 06:46:04,147 WARNING celery.worker.consumer: a log line, not JSON at all\n"

@@ -34,6 +34,8 @@ from .support import (
     wait_settled,
 )
 
+pytestmark = pytest.mark.integration
+
 PHONE = "+915673412780"
 
 

@@ -18,6 +18,8 @@ from worker.cli import main
 from worker.deadletter import DeadLetters
 from worker.outcome import Reason
 
+pytestmark = pytest.mark.integration
+
 PHONE = "+915673412780"
 
 

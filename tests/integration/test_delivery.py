@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 import redis
 
 from producer import Producer, contract, wire
@@ -24,6 +25,8 @@ from tests.helpers import (
 )
 from worker.deadletter import DeadLetters
 from worker.sandbox import Reply, Request, Sandbox
+
+pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
 

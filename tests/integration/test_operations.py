@@ -35,6 +35,8 @@ from worker.reporting import init_sentry, report_dead_letter
 from worker.sandbox import Reply, Request, Sandbox
 from worker.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 PHONE = "+915673412780"
 
 

@@ -14,6 +14,8 @@ import redis
 
 from producer import EnqueueError, Producer, ProducerSettings, ValidationError, contract
 
+pytestmark = pytest.mark.integration
+
 PHONE = "+915673412780"
 
 

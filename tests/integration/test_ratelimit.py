@@ -16,6 +16,8 @@ from worker.ratelimit import Rate, RateLimiter
 from worker.sandbox import Reply, Request, Sandbox
 from worker.stats import redis_now
 
+pytestmark = pytest.mark.integration
+
 NOW = 1_000_000.0
 PHONE = "+915673412780"
 

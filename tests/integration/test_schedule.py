@@ -6,12 +6,15 @@ import base64
 import json
 import time
 
+import pytest
 import redis
 
 from producer import contract
 from producer.envelope import Event, new_event
 from tests.helpers import wait_for
 from worker.schedule import RetrySchedule
+
+pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
 

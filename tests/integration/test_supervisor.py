@@ -12,6 +12,7 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
 import redis
 
 from producer import Producer
@@ -27,6 +28,8 @@ from tests.helpers import (
 )
 from worker.sandbox import Sandbox
 from worker.stats import snapshot
+
+pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 from redis.client import Pipeline
 
 from producer import contract, wire
 from worker import taking
+
+pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
 
