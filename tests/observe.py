@@ -14,7 +14,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -57,8 +57,8 @@ def _alive(pid: int) -> bool:
 
 def heartbeat_pids(r: redis.Redis) -> set[int]:
     """Process ids of the workers whose scheduler has reported in (``stats``: workers alive)."""
-    names = [m.decode() for m in r.zrange(contract.WORKERS, 0, -1)]
-    return {int(name.rsplit(":", 1)[1]) for name in names}
+    names = cast("list[bytes]", r.zrange(contract.WORKERS, 0, -1))
+    return {int(name.decode().rsplit(":", 1)[1]) for name in names}
 
 
 class SentryIngest:

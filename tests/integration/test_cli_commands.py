@@ -113,7 +113,12 @@ def test_sandbox_with_host_port_token_and_account_refuses_wrong_credentials_and_
     sandbox = WorkerProcess(cli_env(redis_url), argv).start(wait_ready=False)
     try:
         wait_for(lambda: sandbox.saw(f"listening on http://{host}:{port}{PATH}"), 20, "it listens")
-        body = {"distinct_id": "u-1", "phone": PHONE, "event": "order_placed", "data": {"n": 1}}
+        body: dict[str, object] = {
+            "distinct_id": "u-1",
+            "phone": PHONE,
+            "event": "order_placed",
+            "data": {"n": 1},
+        }
         assert post(host, port, "wrong", "acct-1", body) == 401
         assert post(host, port, "tok-1", "acct-2", body) == 403
         assert post(host, port, "tok-1", "acct-1", body) == 200

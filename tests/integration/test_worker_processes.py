@@ -117,8 +117,9 @@ def test_one_cpu_allowed_means_one_process(redis_url: str, r: redis.Redis) -> No
     worker = WorkerProcess(env, ["-c", code, str(one)]).start()
     try:
         assert worker.proc is not None
-        wait_for(lambda: heartbeat_pids(r) == {worker.proc.pid}, 20, "the one process's heartbeat")
-        assert child_pids(worker.proc.pid) == set(), "no supervisor for one process"
+        pid = worker.proc.pid
+        wait_for(lambda: heartbeat_pids(r) == {pid}, 20, "the one process's heartbeat")
+        assert child_pids(pid) == set(), "no supervisor for one process"
         assert stop(worker) == 0, worker.text()[-3000:]
     finally:
         worker.kill()
