@@ -7,14 +7,13 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import contract, validation, wire
-from .config import ProducerSettings, redacted_url
+from .config import ProducerSettings, redacted_url, url_secrets
 from .envelope import Event, new_event
 from .errors import EnqueueError, ValidationError
 
@@ -34,17 +33,41 @@ _BATCH_KEYS = frozenset({"distinct_id", "phone", "event", "data", "account"})
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
-    """A Redis client that gives up within about ``2 * timeout`` seconds, whatever happens.
+    """A Redis client that gives up within about ``timeout`` seconds, whatever happens.
 
-    Connect and read each get half the budget; one immediate retry lets a pooled connection
-    that died with a Redis restart be replaced without failing the call.
+    Connect and read each get half the budget. No command is sent twice: a retry after a
+    timeout would enqueue the event a second time if the first try did land (a slow Redis
+    runs it late). A pooled connection that Redis closed (a restart) is still replaced
+    without failing the call: redis-py checks a connection as it takes it from the pool.
     """
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=timeout / 2,
         socket_timeout=timeout / 2,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 0),
     )
+
+
+class _Where:
+    """Where Redis is, for error messages: the URL redacted, and its secrets to scrub.
+
+    Kept in an object whose repr shows neither, so that no frame of an ``EnqueueError``'s
+    traceback holds the password in a local (Sentry sends frame variables by default).
+    """
+
+    __slots__ = ("_secrets", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = redacted_url(url)
+        self._secrets = url_secrets(url)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"<Redis at {self.url}>"
 
 
 class Producer:
@@ -53,6 +76,7 @@ class Producer:
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or ProducerSettings.from_env(os.environ)
         self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
+        self._where = _Where(self.settings.redis_url)
         self._enqueue_once = self._redis.register_script(_ENQUEUE_ONCE)
 
     def send_event(
@@ -71,12 +95,13 @@ class Producer:
             "idempotency_key", idempotency_key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
         )
         message = wire.encode_message([envelope])
-        with _enqueue_errors(self.settings.redis_url):
+        with _enqueue_errors(self._where):
             if key is None:
                 self._redis.lpush(contract.QUEUE, message)
                 return envelope["id"]
+            scope = envelope["account"] or self.settings.default_account
             first_id = self._enqueue_once(
-                keys=[contract.idempotency_key(envelope["account"], key), contract.QUEUE],
+                keys=[contract.idempotency_key(scope, key), contract.QUEUE],
                 args=[envelope["id"], contract.IDEMPOTENCY_TTL_SECONDS, message],
             )
         return first_id.decode() if isinstance(first_id, bytes) else str(first_id)
@@ -96,7 +121,7 @@ class Producer:
         if not events:
             return []
         messages = wire.encode_batches(events, self.settings.batch_size)
-        with _enqueue_errors(self.settings.redis_url):
+        with _enqueue_errors(self._where):
             pipe = self._redis.pipeline(transaction=True)
             pipe.lpush(contract.QUEUE, *messages)
             pipe.execute()
@@ -107,17 +132,18 @@ class Producer:
 
 
 @contextlib.contextmanager
-def _enqueue_errors(url: str) -> Iterator[None]:
-    """Turns any Redis failure into :class:`EnqueueError`, without leaking a password."""
+def _enqueue_errors(where: _Where) -> Iterator[None]:
+    """Turns any Redis failure into :class:`EnqueueError`, without leaking a password.
+
+    ``from None``: the Redis error's own traceback (redis-py's frames, whose locals may hold
+    the password) is not chained to it.
+    """
     try:
         yield
     except redis.RedisError as exc:
-        detail = str(exc)
-        password = urlsplit(url).password
-        if password:
-            detail = detail.replace(password, "***")
         raise EnqueueError(
-            f"could not enqueue to Redis at {redacted_url(url)}: {type(exc).__name__}: {detail}"
+            f"could not enqueue to Redis at {where.url}: {type(exc).__name__}: "
+            f"{where.scrub(str(exc))}"
         ) from None
 
 

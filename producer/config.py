@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from . import contract
 from .errors import ConfigError
@@ -59,23 +60,55 @@ def redis_url(environ: Mapping[str, str]) -> str:
     return url
 
 
+#: Query parameters that carry a secret: redis-py honours ``?password=`` (and
+#: ``?ssl_password=`` for the client key) as well as a password in the netloc.
+_SECRET_PARAMETER = re.compile(r"pass", re.IGNORECASE)
+
+
 def redacted_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with every password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        netloc, query = parts.netloc, parts.query
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        if _SECRET_PARAMETER.search(query):
+            pairs = parse_qsl(query, keep_blank_values=True)
+            hidden = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
+            query = urlencode(hidden, safe="*/")
+    except ValueError:  # (not a URL we can take apart: show none of it)
+        return "<a URL that cannot be parsed>"
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords in ``url``, as written and decoded, longest first (to scrub text with)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""]
+        found += re.findall(r"(?i)pass[^=&]*=([^&]*)", parts.query)
+    except ValueError:
+        return []
+    every = {s for s in found if s} | {unquote(s) for s in found if s}
+    return sorted(every, key=len, reverse=True)
 
 
 @dataclass(frozen=True)
 class ProducerSettings:
     """What ``send_event`` needs: where Redis is, how long to wait for it, how to batch."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # (it may hold a password)
     enqueue_timeout: float = DEFAULT_ENQUEUE_TIMEOUT_SECONDS
     batch_size: int = contract.DEFAULT_BATCH_SIZE
+    #: The account ``account=None`` means (the workers' default), when this process knows it:
+    #: idempotency keys given with None and with that account then share one scope.
+    default_account: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ProducerSettings:
@@ -88,4 +121,5 @@ class ProducerSettings:
                 minimum=0.001,
             ),
             batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", contract.DEFAULT_BATCH_SIZE),
+            default_account=env_str(environ, "LIMECHAT_ACCOUNT_ID", "") or None,
         )

@@ -68,8 +68,13 @@ def taking_source(key: str) -> str:
 
 
 def idempotency_key(account: str | None, key: str) -> str:
-    """The Redis key remembering which event an idempotency key produced."""
-    return f"{PREFIX}:idem:{account or ''}:{key}"
+    """The Redis key remembering which event an idempotency key produced.
+
+    The account's length comes first, so no (account, key) pair can be read as another one,
+    whatever ``:`` either holds (``("a:b", "c")`` and ``("a", "b:c")`` differ).
+    """
+    scope = account or ""
+    return f"{PREFIX}:idem:{len(scope)}:{scope}:{key}"
 
 
 def delivered_key(event_id: str) -> str:

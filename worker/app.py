@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 from celery import Celery, signals
@@ -78,6 +78,26 @@ def check_server(url: str) -> None:
     warning = eviction_warning(facts)
     if warning:
         log.warning("%s", warning)
+
+
+def broker_url(url: str) -> str:
+    """``REDIS_URL`` as kombu must read it: the password in the netloc, only ``ssl_*`` options.
+
+    redis-py honours a password in the query string, and any of its connection options there
+    (``socket_timeout=``, ...); kombu's URL parser dies on both (a ``TypeError`` at start).
+    The broker's timeouts are ours (:func:`broker_options`), so the others are left out.
+    """
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    passwords = [value for key, value in pairs if key == "password"]
+    kept = [(key, value) for key, value in pairs if key.startswith("ssl_")]
+    if not passwords and kept == pairs:
+        return url
+    netloc = parts.netloc
+    if passwords:
+        user = quote(parts.username or "", safe="")
+        netloc = f"{user}:{quote(passwords[-1], safe='')}@{netloc.rsplit('@', 1)[-1]}"
+    return parts._replace(netloc=netloc, query=urlencode(kept)).geturl()
 
 
 def broker_ssl(url: str) -> dict[str, Any] | None:
@@ -160,7 +180,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     itself): without it retries would stall, so the worker must exit non-zero and be replaced.
     """
     use_plain_json()
-    app = Celery("limechat_events", broker=settings.redis_url, set_as_current=True)
+    app = Celery("limechat_events", broker=broker_url(settings.redis_url), set_as_current=True)
     app.conf.update(
         # kombu's Redis transport, vetting every queue item (see worker/transport.py).
         broker_transport="worker.transport:Transport",

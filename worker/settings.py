@@ -24,7 +24,7 @@ class Settings:
 
     access_token: str = field(repr=False, metadata={"env": "LIMECHAT_ACCESS_TOKEN"})
     account_id: str = field(metadata={"env": "LIMECHAT_ACCOUNT_ID"})
-    redis_url: str = field(default=DEFAULT_REDIS_URL, metadata={"env": "REDIS_URL"})
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False, metadata={"env": "REDIS_URL"})
     api_url: str = field(default=DEFAULT_API_URL, metadata={"env": "LIMECHAT_API_URL"})
     rate_limit: str = field(default="10/s", metadata={"env": "LIMECHAT_RATE_LIMIT"})
     rate_burst: int = field(default=5, metadata={"env": "LIMECHAT_RATE_BURST"})
