@@ -255,7 +255,7 @@ class PortNotingSandbox(Sandbox):
         self._local = local
         base: Any = self._server.RequestHandlerClass
 
-        class Handler(base):  # type: ignore[misc, valid-type]
+        class Handler(base):  # type: ignore[misc]
             def setup(self) -> None:
                 super().setup()
                 local.port = self.client_address[1]

@@ -109,7 +109,8 @@ def test_two_worker_processes_share_the_queue_and_stop_on_one_sigterm(
     redis_url: str, r: redis.Redis, producer: Producer
 ) -> None:
     # (a sandbox that notes each request's client port: which process sent it)
-    receiver = PortNotingSandbox(token=TEST_TOKEN, account=TEST_ACCOUNT).start()
+    receiver = PortNotingSandbox(token=TEST_TOKEN, account=TEST_ACCOUNT)
+    receiver.start()
     env = worker_env(redis_url, receiver.url, LIMECHAT_WORKER_PROCESSES="2", LOG_LEVEL="INFO")
     worker = WorkerProcess(env).start(wait_ready=False)
     try:

@@ -142,7 +142,7 @@ def test_stats_count_what_a_real_worker_did_and_show_its_pause(
         LIMECHAT_RATE_LIMIT="50/s",
         LIMECHAT_RETRY_MAX_SECONDS="60",
     )
-    expected = {
+    expected: dict[str, Any] = {
         "counters": {"delivered": 3, "retried": 2, "dead_lettered": 2, "dlq_trimmed": 0},
         "by_event": {
             "down": {"retried": 1, "dead_lettered": 1},
