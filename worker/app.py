@@ -173,6 +173,34 @@ def build_deliverer(
     )
 
 
+def take_over_cold_shutdown() -> None:
+    """SIGQUIT, and a second Ctrl-C, stop this process at once (exit 1), as documented.
+
+    Celery's cold shutdown cancels running tasks, which its thread pool cannot do: it logs
+    ``NotImplementedError ... kill_job`` as an unrecoverable error and waits for every POST
+    in flight after all. Not waiting is safe: what this worker holds is in Redis (its taking
+    list, the unacked hash) and is delivered again after LIMECHAT_VISIBILITY_TIMEOUT, markers
+    permitting. The first Ctrl-C stays Celery's warm shutdown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # (signal handlers can only be set from the main thread)
+    warm_ctrl_c = signal.getsignal(signal.SIGINT)
+
+    def cold(signum: int, frame: Any) -> None:
+        log.warning("cold shutdown: exiting now; held messages come back after the timeout")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    def first_ctrl_c(signum: int, frame: Any) -> None:
+        if callable(warm_ctrl_c):
+            warm_ctrl_c(signum, frame)
+        signal.signal(signal.SIGINT, cold)  # (over the cold handler Celery just installed)
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
+    signal.signal(signal.SIGQUIT, cold)
+
+
 def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None) -> Celery:
     """A Celery app delivering events with ``settings``; runs its scheduler while it works.
 
@@ -270,6 +298,10 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
             settings.rate or "off",
             "on" if sentry_on else "off",
         )
+
+    @signals.worker_ready.connect(weak=False)
+    def take_over_cold_stops(**_: Any) -> None:
+        take_over_cold_shutdown()
 
     @signals.worker_shutting_down.connect(weak=False)
     def begin_shutdown(**_: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -84,6 +85,9 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
 
 
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
+    # Until Celery installs its own handlers, nothing has been taken: a SIGTERM (a deploy, a
+    # supervisor stopping) is a clean stop, not death by signal (exit 143).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from celery import signals
 
     from .app import check_server, create_app
@@ -97,13 +101,13 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
     fatal: list[int] = []  # 1 if the worker stopped itself because its scheduler died
     app = create_app(settings, on_fatal=lambda: fatal.append(1))
     stopped: list[Any] = []  # the worker, as its shutdown signal names it
-    asked: list[int] = []  # exit codes of the shutdowns signals asked for (a cold one is 1)
+    asked: list[str] = []  # the shutdowns signals asked for: "Warm" or "Cold"
 
     def remember(sender: Any, **_: Any) -> None:
         stopped.append(sender)
 
-    def remember_asked(exitcode: Any = 0, **_: Any) -> None:
-        asked.append(exitcode if isinstance(exitcode, int) else 0)
+    def remember_asked(how: Any = "Warm", **_: Any) -> None:
+        asked.append(str(how))
 
     signals.worker_shutdown.connect(remember, weak=False)
     signals.worker_shutting_down.connect(remember_asked, weak=False)
@@ -120,12 +124,21 @@ def run_worker(settings: Any, concurrency: int | None = None) -> None:
             "--without-heartbeat",
         ]
     )
-    # worker_main drops the worker's exit code: one that died of an unrecoverable error would
-    # exit 0, and a supervisor restarting on failure would leave it dead. (A cold shutdown
-    # never sets it: its code is the one its signal handler announced.)
-    code = (getattr(stopped[-1], "exitcode", 0) if stopped else 0) or max(asked + fatal, default=0)
-    if code:
-        raise SystemExit(code)
+    raise SystemExit(_exit_code(stopped, asked, fatal))
+
+
+def _exit_code(stopped: list[Any], asked: list[str], fatal: list[int]) -> int:
+    """0 for a stop a signal asked for (SIGTERM, Ctrl-C), 1 for a cold one or a failure.
+
+    worker_main drops the worker's exit code: one that died of an unrecoverable error would
+    exit 0, and a supervisor restarting on failure would leave it dead. Celery announces a
+    failure for Ctrl-C, which is a warm stop like SIGTERM here.
+    """
+    if fatal or "Cold" in asked:
+        return 1
+    if asked:
+        return 0
+    return int(getattr(stopped[-1], "exitcode", 0) or 0) if stopped else 0
 
 
 @main.command()

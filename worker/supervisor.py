@@ -116,6 +116,10 @@ class Supervisor:
     def _wait_all(self, code: int) -> int:
         for child in self.children.values():
             child_code = child.proc.wait()
+            if self.stopping and child_code == -signal.SIGTERM:
+                # Stopped by the SIGTERM we passed on before it could take anything (still
+                # starting, its handlers not installed yet): a clean stop, not a failure.
+                child_code = 0
             if not code and child_code:
                 code = _exit_code(child_code)
         return code

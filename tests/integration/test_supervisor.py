@@ -192,4 +192,4 @@ def test_a_cold_shutdown_is_exit_code_1_through_the_supervisor(
         assert exit_code(worker, 30) == 1, worker.text()[-3000:]
     finally:
         worker.kill()
-    assert worker.text().count("Cold shutdown") == 2, worker.text()[-3000:]
+    assert worker.text().count("cold shutdown: exiting now") == 2, worker.text()[-3000:]
