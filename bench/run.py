@@ -7,7 +7,7 @@ worker with the threads pool and with the default prefork pool, the plain loop),
 scenario for each against the same receiver, and prints one table: scenario, ours, naive
 (best pool, and each pool), plain loop, the ratios and the issue's target. It writes the
 table (``table.md``), the raw figures (``results.json``), the charts (``throughput.png``,
-``rss.png``; matplotlib, a dev dependency) and the workers' logs to ``--out``.
+``rss.png``; matplotlib, from the ``bench`` extra) and the workers' logs to ``--out``.
 
 Throughput is events answered 2xx per second at the receiver, from the first arrival to the
 last. Queues are filled while the worker under test is stopped (SIGSTOP), so filling them takes
@@ -874,7 +874,7 @@ def charts(results: Results, out: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("charts skipped: matplotlib is not installed (pip install -e '.[dev]')")
+        print("charts skipped: matplotlib is not installed (pip install -e '.[bench]')")
         return []
     f = results.figures
     written = []

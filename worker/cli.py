@@ -23,6 +23,16 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def _batch_size() -> int:
+    """LIMECHAT_BATCH_SIZE: how many events replays and imports put in one message."""
+    from producer.config import env_int
+
+    try:
+        return env_int(os.environ, "LIMECHAT_BATCH_SIZE", contract.DEFAULT_BATCH_SIZE)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
 def _state_redis() -> Any:
     from .app import state_client
 
@@ -436,7 +446,7 @@ def _bulk(
     if select_all == bool(event_ids):
         _fail(f"give event ids or --all to {verb} (filters narrow --all)", 2)
     ids = list(event_ids) if event_ids else None
-    return selection, ids, DeadLetters(_state_redis())
+    return selection, ids, DeadLetters(_state_redis(), batch_size=_batch_size())
 
 
 _PREVIEW_ROWS = 50
@@ -624,7 +634,8 @@ def dlq_import(file: Any) -> None:
         for message in parsed.report():
             click.echo(f"error: {message}", err=True)
         _fail(f"{parsed.error_count} bad line(s) in {source}; nothing was imported", 2)
-    left = _redis_call(lambda r: DeadLetters(r).enqueue_and_remove(events))
+    size = _batch_size()
+    left = _redis_call(lambda r: DeadLetters(r, batch_size=size).enqueue_and_remove(events))
     click.echo(f"queued {len(events)} event(s); {left} of them left the DLQ")
 
 

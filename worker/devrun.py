@@ -77,6 +77,9 @@ def ensure_redis(url: str) -> None:
             "",
             "--logfile",
             "redis.log",
+            # (not the default /var/run/redis.pid, which another Redis on the machine may use)
+            "--pidfile",
+            str((data_dir / "redis.pid").resolve()),
         ],
         check=True,
     )

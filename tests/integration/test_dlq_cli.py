@@ -199,3 +199,24 @@ def test_a_worker_applies_the_retention_limits_from_the_environment_and_warns(
     [line] = [line for line in worker.output if "retention: trimmed" in line]
     assert " WARNING limechat_events.deadletter: retention: trimmed 5 dead letters " in line
     assert "LIMECHAT_DLQ_MAX_ENTRIES=5" in line and "LIMECHAT_DLQ_MAX_AGE_SECONDS=3600" in line
+
+
+def test_replay_and_import_put_limechat_batch_size_events_in_a_message(
+    redis_url: str, r: redis.Redis, dlq: DeadLetters, tmp_path: object
+) -> None:
+    for i in range(30):
+        dlq.add(event(i=i), Reason.EXHAUSTED)
+    small = CliRunner(env={"REDIS_URL": redis_url, "LIMECHAT_BATCH_SIZE": "10"})
+    exported = small.invoke(main, ["dlq", "export"])
+    assert small.invoke(main, ["dlq", "replay", "--all"]).exit_code == 0
+    assert r.llen(contract.QUEUE) == 3
+    r.delete(contract.QUEUE)
+    for line in exported.stdout.splitlines():  # (back in the DLQ, to import them)
+        entry = json.loads(line)
+        dlq.add(entry["event"], Reason.EXHAUSTED)
+    result = small.invoke(main, ["dlq", "import", "-"], input=exported.stdout)
+    assert result.exit_code == 0, result.output
+    assert r.llen(contract.QUEUE) == 3
+    bad = CliRunner(env={"REDIS_URL": redis_url, "LIMECHAT_BATCH_SIZE": "many"})
+    refused = bad.invoke(main, ["dlq", "replay", "--all"])
+    assert refused.exit_code == 2 and "LIMECHAT_BATCH_SIZE" in refused.output
