@@ -23,7 +23,13 @@ class ValidationError(LimechatEventsError, ValueError):
 
 
 class EnqueueError(LimechatEventsError):
-    """Redis did not take the event (unreachable, too slow, or refused it); nothing was enqueued."""
+    """Redis did not confirm the enqueue.
+
+    When Redis refused the command (full, wrong password) or could not be reached, nothing was
+    enqueued. When it timed out, the event may have been enqueued all the same, once: the
+    producer never sends a command twice. To retry without risking a duplicate, pass an
+    ``idempotency_key``: a retry with the same key enqueues nothing if the first try landed.
+    """
 
 
 class ConfigError(LimechatEventsError):
