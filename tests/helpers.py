@@ -132,6 +132,14 @@ class WorkerProcess:
             self.proc.wait(10)
         self._close()
 
+    def wait_exit(self, timeout: float) -> int:
+        """Its exit code, waiting at most ``timeout`` (then it is killed, and the wait fails)."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,58 +57,6 @@ def heartbeat_pids(r: redis.Redis) -> set[int]:
     """Process ids of the workers whose scheduler has reported in (``stats``: workers alive)."""
     names = cast("list[bytes]", r.zrange(contract.WORKERS, 0, -1))
     return {int(name.decode().rsplit(":", 1)[1]) for name in names}
-
-
-class SentryIngest:
-    """A local HTTP server standing in for Sentry's ingest; keeps every envelope POSTed to it.
-
-    Point ``SENTRY_DSN`` at :attr:`dsn`; sentry-sdk sends envelopes to ``/api/1/envelope/``.
-    """
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    raw = gzip.decompress(raw)
-                with outer._lock:
-                    outer.bodies.append(raw)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def dsn(self) -> str:
-        return f"http://public@127.0.0.1:{self._server.server_address[1]}/1"
-
-    def events(self) -> list[dict[str, Any]]:
-        """The event items of every envelope received (an envelope is JSON lines:
-        its header, then an item header and its payload for each item)."""
-        with self._lock:
-            bodies = list(self.bodies)
-        found: list[dict[str, Any]] = []
-        for body in bodies:
-            lines = body.split(b"\n")
-            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-                if header.strip() and json.loads(header).get("type") == "event":
-                    found.append(json.loads(payload))
-        return found
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class RedisMonitor:

@@ -72,14 +72,6 @@ def start(redis_url: str, receiver: ChaosReceiver, processes: int, **extra: str)
     return worker
 
 
-def wait_exit(worker: WorkerProcess, timeout: float) -> int:
-    assert worker.proc is not None
-    try:
-        return worker.proc.wait(timeout)
-    finally:
-        worker.kill()
-
-
 def test_sigint_to_the_command_reaches_the_processes_as_sigterm_a_warm_shutdown(
     redis_url: str, r: redis.Redis, producer: Producer, slow_first: SlowFirst
 ) -> None:
@@ -91,7 +83,7 @@ def test_sigint_to_the_command_reaches_the_processes_as_sigterm_a_warm_shutdown(
         # When the command alone gets SIGINT (kill -INT PID)
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGINT)
-        code = wait_exit(worker, 40)
+        code = worker.wait_exit(40)
     finally:
         worker.kill()
     # Then it exits 0 after the POST finished and its outcome was recorded
@@ -115,7 +107,7 @@ def test_ctrl_c_at_a_terminal_is_a_warm_shutdown_that_exits_0(
         # When Ctrl-C is pressed: the terminal sends SIGINT to the foreground process group
         assert worker.proc is not None
         os.killpg(worker.proc.pid, signal.SIGINT)
-        code = wait_exit(worker, 40)
+        code = worker.wait_exit(40)
     finally:
         worker.kill()
     assert dict(slow_first.deliveries()) == {0: 1}
@@ -135,7 +127,7 @@ def test_a_second_ctrl_c_is_a_cold_shutdown_that_exits_1_without_waiting_for_the
         os.killpg(worker.proc.pid, signal.SIGINT)
         wait_for(lambda: worker.saw("Hitting Ctrl+C again"), 10, "the warm shutdown to begin")
         os.killpg(worker.proc.pid, signal.SIGINT)
-        code = wait_exit(worker, 40)
+        code = worker.wait_exit(40)
         exited_at = time.monotonic()
     finally:
         worker.kill()

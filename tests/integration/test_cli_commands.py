@@ -34,14 +34,6 @@ def cli_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def exit_code(proc: WorkerProcess, timeout: float) -> int:
-    assert proc.proc is not None
-    try:
-        return proc.proc.wait(timeout)
-    finally:
-        proc.kill()
-
-
 # --- send ---------------------------------------------------------------------------------
 
 
@@ -152,7 +144,7 @@ def test_stats_watch_refreshes_and_stops_on_ctrl_c_with_exit_0(
         wait_for(lambda: watch.saw("queue:      1 waiting"), 20, "a refreshed screen")
         assert watch.proc is not None and watch.proc.poll() is None
         os.kill(watch.proc.pid, signal.SIGINT)  # what Ctrl-C sends
-        code = exit_code(watch, 20)
+        code = watch.wait_exit(20)
     finally:
         watch.kill()
     assert code == 0, watch.text()
@@ -229,7 +221,7 @@ def test_up_starts_redis_with_an_append_only_file_in_the_working_directory(
         wait_for(lambda: up.saw("sandbox: 200 event=order_placed"), 30, "a delivery")
         assert up.proc is not None
         os.kill(up.proc.pid, signal.SIGTERM)
-        assert exit_code(up, 30) == 0, up.text()[-3000:]
+        assert up.wait_exit(30) == 0, up.text()[-3000:]
     finally:
         up.kill()
         if server_pid is not None:

@@ -1,5 +1,6 @@
-"""Every key lives under ``limechat:`` (README, *How it works*), except the
-``_kombu.binding.*`` bookkeeping kombu writes when a worker declares the queue.
+"""Every key lives under ``limechat:`` (README, *How it works*), except the two bookkeeping
+keys kombu writes when a worker declares the queue (``_kombu.binding.limechat:events`` and
+``_kombu.binding_permanent.limechat:events``).
 
 A worker goes through every outcome (delivered, retried and promoted, dead-lettered, paused by
 a 429, rate limited, an idempotency key remembered); then ``SCAN`` shows nothing else, while it
@@ -26,7 +27,8 @@ PHONE = "+915673412780"
 def foreign_keys(r: redis.Redis) -> list[str]:
     keys = [k.decode() for k in r.scan_iter(count=1000)]
     assert keys, "SCAN found nothing at all"
-    return sorted(k for k in keys if not k.startswith(("limechat:", "_kombu.binding.")))
+    kombu = {f"_kombu.{table}.limechat:events" for table in ("binding", "binding_permanent")}
+    return sorted(k for k in keys if not k.startswith("limechat:") and k not in kombu)
 
 
 def test_every_key_written_is_under_the_limechat_prefix(

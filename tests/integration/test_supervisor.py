@@ -51,14 +51,6 @@ def gone(pid: int) -> bool:
     return state == "Z"  # a zombie has finished; only its parent's wait is missing
 
 
-def exit_code(proc: WorkerProcess, timeout: float) -> int:
-    assert proc.proc is not None
-    try:
-        return proc.proc.wait(timeout)
-    finally:
-        proc.kill()
-
-
 def test_a_child_that_dies_is_replaced_and_one_sigterm_stops_them_all() -> None:
     sup = supervised(startup_seconds=0, processes=2)
     try:
@@ -71,7 +63,7 @@ def test_a_child_that_dies_is_replaced_and_one_sigterm_stops_them_all() -> None:
         replacement = children(sup)[2]
         assert sup.proc is not None
         os.kill(sup.proc.pid, signal.SIGTERM)  # the supervisor only, as `docker stop` does
-        assert exit_code(sup, 20) == 0, sup.text()
+        assert sup.wait_exit(20) == 0, sup.text()
     finally:
         sup.kill()
     assert all(gone(pid) for pid in (second, replacement))
@@ -80,7 +72,7 @@ def test_a_child_that_dies_is_replaced_and_one_sigterm_stops_them_all() -> None:
 def test_a_child_failing_at_start_stops_the_others_with_its_exit_code(tmp_path: Path) -> None:
     sup = supervised(startup_seconds=30, processes=2, fail_once=str(tmp_path / "failed"))
     try:
-        assert exit_code(sup, 30) == 3, sup.text()
+        assert sup.wait_exit(30) == 3, sup.text()
     finally:
         sup.kill()
     assert sup.saw("exited with code 3") and sup.saw("stopping the others")
@@ -123,7 +115,7 @@ def test_two_worker_processes_share_the_queue_and_stop_on_one_sigterm(
         assert sum(by_process.values()) == 100 and all(by_process.values()), by_process
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGTERM)
-        assert exit_code(worker, 30) == 0, worker.text()[-3000:]
+        assert worker.wait_exit(30) == 0, worker.text()[-3000:]
     finally:
         worker.kill()
         receiver.stop()
@@ -156,7 +148,7 @@ def test_make_run_delivers_to_its_sandbox_from_two_processes_and_stops_cleanly(
         wait_for(lambda: up.saw("sandbox: 200 event=order_placed"), 20, "the sandbox to print it")
         assert up.proc is not None
         os.kill(up.proc.pid, signal.SIGTERM)
-        assert exit_code(up, 30) == 0, up.text()[-3000:]
+        assert up.wait_exit(30) == 0, up.text()[-3000:]
     finally:
         up.kill()
 
@@ -169,7 +161,7 @@ def test_a_worker_that_dies_of_an_unrecoverable_error_exits_non_zero(
     worker = WorkerProcess(env, ["-m", "tests.integration.crash_on_take"]).start()
     try:
         producer.send_event("order_placed", phone=PHONE)
-        code = exit_code(worker, 30)
+        code = worker.wait_exit(30)
     finally:
         worker.kill()
     assert worker.saw("Unrecoverable error") and worker.saw("injected"), worker.text()[-3000:]
@@ -189,7 +181,7 @@ def test_a_cold_shutdown_is_exit_code_1_through_the_supervisor(
         wait_for(lambda: worker.text().count("worker ready") == 2, 30, "two worker processes")
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGQUIT)
-        assert exit_code(worker, 30) == 1, worker.text()[-3000:]
+        assert worker.wait_exit(30) == 1, worker.text()[-3000:]
     finally:
         worker.kill()
     assert worker.text().count("cold shutdown: exiting now") == 2, worker.text()[-3000:]

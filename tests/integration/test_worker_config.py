@@ -8,8 +8,7 @@ import pytest
 import redis
 
 from producer import Producer
-from tests.helpers import run_cli, running_worker, wait_for, worker_env
-from tests.observe import SentryIngest
+from tests.helpers import SentryIngest, run_cli, running_worker, wait_for, worker_env
 from worker.sandbox import Reply, Sandbox
 
 pytestmark = pytest.mark.integration
