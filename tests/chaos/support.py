@@ -61,15 +61,33 @@ def _seqs_in(payload: dict[str, Any]) -> set[Any]:
     return {(e.get("data") or {}).get("seq") for e in body[0][0] if isinstance(e, dict)}
 
 
+# KEYS[1]: the queue   KEYS[2]: the taking lists' registry   KEYS[3]: unacked   KEYS[4]: parked
+# Returns {lists, unacked, parked}: the queue's and every taking list's messages, kombu's
+# unacknowledged records and the parked retries, all read in one atomic step.
+_HELD = """
+local lists = {redis.call('LRANGE', KEYS[1], 0, -1)}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  table.insert(lists, redis.call('LRANGE', key, 0, -1))
+end
+return {lists, redis.call('HVALS', KEYS[3]), redis.call('HVALS', KEYS[4])}
+"""
+
+
 def held_seqs(r: redis.Redis) -> set[Any]:
-    """Events held anywhere in Redis: queued, being taken, unacknowledged, parked, dead."""
+    """Events held anywhere in Redis: queued, being taken, unacknowledged, parked, dead.
+
+    The moving parts are read in one atomic step: a message that moves meanwhile (kombu putting
+    an unacknowledged one back on the queue) is not missed. (The dead letters are read after:
+    an event reaches the DLQ before its message is acknowledged, and never leaves it here.)
+    """
+    keys = [contract.QUEUE, contract.TAKING, contract.UNACKED, contract.RETRY_EVENTS]
+    lists, unacked, parked = r.eval(_HELD, len(keys), *keys)
     held: set[Any] = set()
-    lists = [contract.QUEUE, *r.zrange(contract.TAKING, 0, -1)]
-    for raw in (raw for key in lists for raw in r.lrange(key, 0, -1)):
+    for raw in (raw for items in lists for raw in items):
         held |= _seqs_in(json.loads(raw))
-    for raw in r.hvals(contract.UNACKED):
+    for raw in unacked:
         held |= _seqs_in(json.loads(raw)[0])
-    for raw in r.hvals(contract.RETRY_EVENTS):
+    for raw in parked:
         held.add((json.loads(raw).get("data") or {}).get("seq"))
     return held | dead_seqs(r)
 

@@ -6,14 +6,12 @@ a temporary directory, on a free port, and takes it away under a running worker 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import redis
@@ -27,9 +25,8 @@ from .redis_server import RedisServer
 from .support import (
     PHONE,
     Tally,
-    _seqs_in,
     all_settled,
-    dead_seqs,
+    held_seqs,
     send_numbered,
     wait_settled,
 )
@@ -68,44 +65,13 @@ def timed_failure(producer: Producer, seq: int) -> float:
     return time.monotonic() - started
 
 
-# KEYS[1]: the queue   KEYS[2]: the taking lists' registry   KEYS[3]: unacked   KEYS[4]: parked
-# Returns {lists, unacked, parked}: the queue's and every taking list's messages, kombu's
-# unacknowledged records and the parked retries, all read in one atomic step.
-_HELD = """
-local lists = {redis.call('LRANGE', KEYS[1], 0, -1)}
-for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  table.insert(lists, redis.call('LRANGE', key, 0, -1))
-end
-return {lists, redis.call('HVALS', KEYS[3]), redis.call('HVALS', KEYS[4])}
-"""
-
-
-def held_at_once(r: redis.Redis) -> set[Any]:
-    """What :func:`support.held_seqs` finds, the moving parts read in one atomic step: a message
-    that moves meanwhile (kombu putting an unacknowledged one back on the queue) is not missed.
-
-    (The dead letters are read after: an event reaches the DLQ before its message is
-    acknowledged, and never leaves it here.)
-    """
-    keys = [contract.QUEUE, contract.TAKING, contract.UNACKED, contract.RETRY_EVENTS]
-    lists, unacked, parked = r.eval(_HELD, len(keys), *keys)
-    held: set[Any] = set()
-    for raw in (raw for items in lists for raw in items):
-        held |= _seqs_in(json.loads(raw))
-    for raw in unacked:
-        held |= _seqs_in(json.loads(raw)[0])
-    for raw in parked:
-        held.add((json.loads(raw).get("data") or {}).get("seq"))
-    return held | dead_seqs(r)
-
-
 def unaccounted(seqs: Iterable[int], receiver: ChaosReceiver, r: redis.Redis) -> set[int]:
     """Events neither delivered nor held anywhere in Redis (queue, unacked, retries, DLQ).
 
     Redis is read first: an event delivered and acknowledged meanwhile is then in the
     receiver's count (read the other way round, it would be in neither).
     """
-    held = held_at_once(r)
+    held = held_seqs(r)
     return set(seqs) - held - receiver.delivered_seqs()
 
 
