@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 from celery import Celery, signals
@@ -81,23 +81,30 @@ def check_server(url: str) -> None:
 
 
 def broker_url(url: str) -> str:
-    """``REDIS_URL`` as kombu must read it: the password in the netloc, only ``ssl_*`` options.
+    """``REDIS_URL`` as kombu must read it, pointing at the same server and database.
 
-    redis-py honours a password in the query string, and any of its connection options there
-    (``socket_timeout=``, ...); kombu's URL parser dies on both (a ``TypeError`` at start).
-    The broker's timeouts are ours (:func:`broker_options`), so the others are left out.
+    redis-py honours ``?password=``, ``?db=`` and any of its connection options in the query
+    string; kombu's URL parser dies on the first (``TypeError`` at start) and on options it
+    does not know, and takes the database from the path only. So: the password goes into the
+    netloc, the database into the path, only ``ssl_*`` options stay (the broker's timeouts
+    are ours, :func:`broker_options`). A ``unix://`` socket is ``redis+socket://`` to kombu.
     """
     parts = urlsplit(url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    passwords = [value for key, value in pairs if key == "password"]
-    kept = [(key, value) for key, value in pairs if key.startswith("ssl_")]
-    if not passwords and kept == pairs:
-        return url
-    netloc = parts.netloc
-    if passwords:
-        user = quote(parts.username or "", safe="")
-        netloc = f"{user}:{quote(passwords[-1], safe='')}@{netloc.rsplit('@', 1)[-1]}"
-    return parts._replace(netloc=netloc, query=urlencode(kept)).geturl()
+    named = dict(pairs)
+    password = named.get("password", parts.password and unquote(parts.password))
+    userinfo = quote(parts.username or "", safe="")
+    if password is not None:
+        userinfo += ":" + quote(password, safe="")
+    auth = f"{userinfo}@" if userinfo else ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    db = named.get("db")
+    if parts.scheme == "unix":
+        query = urlencode({"virtual_host": db} if db else {})
+        return f"redis+socket://{auth}{parts.path}" + (f"?{query}" if query else "")
+    path = f"/{db}" if db else parts.path
+    kept = urlencode([(key, value) for key, value in pairs if key.startswith("ssl_")])
+    return f"{parts.scheme}://{auth}{host}{path}" + (f"?{kept}" if kept else "")
 
 
 def broker_ssl(url: str) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from .ratelimit import RateLimiter
 from .schedule import RetrySchedule
 from .settings import Settings
 from .stats import count_outcome
-from .vetting import envelope_problem, storable
+from .vetting import envelope_problem, storable, usable_text
 
 log = logging.getLogger("limechat_events.delivery")
 
@@ -290,21 +290,10 @@ def _placeholder(raw: object, event_id: object) -> Any:
     """What a dead letter keeps of something that is not a sound event: a storable ``raw``."""
     name = raw.get("event") if isinstance(raw, dict) else None
     return {
-        "id": _usable_text(event_id) or _new_id(),
-        "event": _usable_text(name) or "(malformed)",
+        "id": usable_text(event_id) or _new_id(),
+        "event": usable_text(name) or "(malformed)",
         "raw": storable(raw),
     }
-
-
-def _usable_text(value: object) -> str | None:
-    """``value`` if it is a short string Redis can store as UTF-8, else None."""
-    if not isinstance(value, str) or not value or len(value) > 256:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
 
 
 def _with_attempt(event: Event, answer: Answer) -> Event:

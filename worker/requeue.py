@@ -39,6 +39,6 @@ class Requeuer:
         self._script = client.register_script(REQUEUE_IF_HELD)
         self._keys = [holder, payloads, contract.QUEUE]
 
-    def __call__(self, ids: Sequence[str], messages: Sequence[str]) -> bool:
+    def __call__(self, ids: Sequence[str | bytes], messages: Sequence[str]) -> bool:
         """True if the messages were pushed and the ids removed from the holder."""
         return bool(self._script(keys=self._keys, args=[len(ids), *ids, *messages]))

@@ -109,7 +109,8 @@ class RetrySchedule:
                 continue
             events.append(_promotable(event_id, payload))
         messages = wire.encode_batches(events, self.batch_size, redelivered=True)
-        if not self._requeue(id_list, messages):
+        # (the ids as stored: one that is not UTF-8 must still match its entry)
+        if not self._requeue(ids, messages):
             log.warning("lost a claim on %d parked retries to another scheduler", len(ids))
             return 0
         return len(events)

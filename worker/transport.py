@@ -21,6 +21,7 @@ stays in the taking list and is put back on the queue before the next take.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 import uuid
@@ -36,11 +37,11 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
-from producer import contract, wire
+from producer import contract
 from worker import taking
 from worker.fullredis import FullRedisWait, is_full
+from worker.intake import take
 from worker.server import require_supported
-from worker.vetting import BODY_UNREADABLE, check_message, quarantine_carrier, salvage
 
 log = logging.getLogger("limechat_events.worker")
 
@@ -65,31 +66,12 @@ def use_plain_json() -> None:
     )
 
 
-def vetted(item: bytes | str) -> bytes | str:
-    """``item`` if it is a deliver message we can read, else the message to take instead.
-
-    A body that cannot be decoded whole is split and its events decoded one by one, so that
-    one bad event does not take the others with it; anything else unreadable is carried
-    whole to the DLQ. (Marked redelivered: the delivered markers are read, to be safe.)
-    """
-    problem = check_message(item)
-    if not problem:
-        return item
-    events = salvage(item) if problem.startswith(BODY_UNREADABLE) else None
-    if events:
-        return wire.encode_message(cast(Any, events), redelivered=True).encode()
-    return quarantine(item, problem)
-
-
-def quarantine(item: bytes | str, problem: str) -> bytes:
-    """A deliver message that carries ``item``, for the task to dead-letter as malformed."""
-    text = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else item
-    carrier: Any = quarantine_carrier(str(uuid.uuid4()), text, problem)
-    return wire.encode_message([carrier]).encode()
-
-
 class _CheckedBRPOP:
-    """Mixin for the channel's Redis client: vets every item a blocking pop hands to kombu."""
+    """Mixin for the channel's Redis client: what kombu's own BRPOP takes goes through intake.
+
+    (Only when the worker consumes several queues; with one, ``Channel._brpop_read`` takes
+    each message with BLMOVE and does the same.)
+    """
 
     def parse_response(self, connection: Any, command_name: str, **options: Any) -> Any:
         response = super().parse_response(  # type: ignore[misc]
@@ -97,9 +79,7 @@ class _CheckedBRPOP:
         )
         if command_name == "BRPOP" and isinstance(response, (list, tuple)):
             queue, item = response
-            return queue, vetted(item)
-        if command_name == "BLMOVE" and isinstance(response, (bytes, str)):
-            return vetted(response)
+            return queue, json.dumps(take(item, bytes_to_str(queue)))
         return response
 
 
@@ -165,16 +145,25 @@ class QoS(kombu_redis.QoS):
                 *[part for _, side, text in pushes.pushes for part in (side, text)],
             )
 
+    # The prefetch slot is freed even when Redis fails the ack or reject: the unacked record
+    # then stays in Redis and the message comes back after the visibility timeout. Otherwise
+    # every slot could be lost to a long outage, and a worker with none left stops polling,
+    # never notices its dead connection, and stalls for good while its scheduler beats on.
+
     def ack(self, delivery_tag: str) -> None:
-        self._forget(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)
+        try:
+            self._forget(delivery_tag)
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue:
-            self.restore_by_tag(delivery_tag, leftmost=True)
-        else:
-            self._forget(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._forget(delivery_tag)
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
 
     def _forget(self, delivery_tag: str) -> None:
         with cast("Channel", self.channel).conn_or_acquire() as client:
@@ -318,7 +307,7 @@ class Channel(kombu_redis.Channel):
             into = self.taking_lists[source]
             self.taking_now = into
             try:
-                self.connection._deliver(loads(bytes_to_str(item)), source)
+                self.connection._deliver(take(item, source), source)
             except ResponseError as exc:
                 if not is_full(exc):
                     raise

@@ -16,9 +16,8 @@ import json
 import math
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
-
-from kombu.utils.json import loads as kombu_loads
 
 from producer import contract
 
@@ -33,66 +32,76 @@ _STR_FIELDS = ("id", "event", "phone", "distinct_id")
 _ID_FIELD = re.compile(r'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A queue item as the worker reads it: strictly (UTF-8, no byte-order mark), never raising.
+
+    ``message`` is the envelope when the item is a JSON object at all, ``body`` the decoded
+    ``[args, kwargs, options]`` when that could be read too; ``problem`` is '' for an item the
+    worker can deliver, else what is wrong with it.
+    """
+
+    problem: str
+    message: dict[str, Any] | None = None
+    body: list[Any] | None = None
+
+
 def check_message(item: bytes | str) -> str:
-    """What is wrong with a raw queue item, or '' if it is a deliver message we can read.
+    """What is wrong with a raw queue item, or '' if it is a deliver message we can read."""
+    return read_message(item).problem
+
+
+def read_message(item: bytes | str) -> Reading:
+    """Read a raw queue item; see :class:`Reading`.
 
     Stricter than kombu and Celery need to *start* on a message: anything they would drop with
-    a log line (no delivery tag, another serializer, an ETA, an expiry), crash on (a delivery
-    tag that is not a string, a time limit that is not a pair, a ``__type__`` marker kombu's
-    decoder refuses) or loop on (no task id) is refused here, so it reaches the DLQ instead.
+    a log line (no delivery tag, another serializer or body encoding, an ETA, an expiry) or
+    crash on (a delivery tag that is not a string, a time limit that is not a pair, text that
+    is not UTF-8) is refused here, so it reaches the DLQ instead. Celery's other headers are
+    not trusted either: the transport hands Celery a message of its own making (see
+    ``worker.transport.take``).
     """
     try:
-        return _message_problem(item)
+        return _read(item)
     except Exception as exc:  # (nothing an item holds may escape: this is the last check)
-        return f"cannot be read ({type(exc).__name__}: {_short(exc)})"
+        return Reading(f"cannot be read ({type(exc).__name__}: {_short(exc)})")
 
 
-def _message_problem(item: bytes | str) -> str:
+def _read(item: bytes | str) -> Reading:
     try:
-        message = json.loads(item)
+        # As kombu reads it: UTF-8 text (json.loads on bytes would guess UTF-16 or skip a BOM)
+        message = json.loads(item.decode("utf-8") if isinstance(item, bytes) else item)
     except RecursionError:
-        return "not JSON we can read (nested too deeply)"
+        return Reading("not JSON we can read (nested too deeply)")
     except (ValueError, UnicodeDecodeError) as exc:
-        return f"not JSON ({_short(exc)})"
+        return Reading(f"not JSON ({_short(exc)})")
     if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
-        return "not a Celery message (no properties)"
+        return Reading("not a Celery message (no properties)")
     properties, headers = message["properties"], message.get("headers")
     if not isinstance(headers, dict) or headers.get("task") != contract.TASK_DELIVER:
         task = headers.get("task") if isinstance(headers, dict) else None
-        return f"not a {contract.TASK_DELIVER} message (task {_short(task)!r})"
+        return Reading(f"not a {contract.TASK_DELIVER} message (task {_short(task)!r})", message)
     problem = _celery_envelope_problem(message, properties, headers)
     if problem:
-        return problem
-    if _has_type_marker(item) and kombu_loads(item) != message:
-        # kombu reads {"__type__": ..., "__value__": ...} objects as Python values (or raises)
-        return "the envelope holds kombu __type__ markers"
-    body = message.get("body")
-    if not isinstance(body, str):
-        return "body is not text"
+        return Reading(problem, message)
     try:
-        raw = body.encode()
+        raw = message["body"].encode("utf-8")
         if properties.get("body_encoding") == "base64":
             raw = base64.b64decode(raw, validate=True)
-        decoded = json.loads(raw)
+        body = json.loads(raw.decode("utf-8"))
     except RecursionError:
-        return f"{BODY_UNREADABLE} (nested too deeply)"
+        return Reading(f"{BODY_UNREADABLE} (nested too deeply)", message)
     except (TypeError, ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        return f"{BODY_UNREADABLE} ({_short(exc)})"
+        return Reading(f"{BODY_UNREADABLE} ({_short(exc)})", message)
     if not (
-        isinstance(decoded, list)
-        and len(decoded) == 3
-        and isinstance(decoded[0], list)
-        and isinstance(decoded[1], dict)
-        and isinstance(decoded[2], (dict, type(None)))
+        isinstance(body, list)
+        and len(body) == 3
+        and isinstance(body[0], list)
+        and isinstance(body[1], dict)
+        and isinstance(body[2], (dict, type(None)))
     ):
-        return "body is not [args, kwargs, options]"
-    return ""
-
-
-def _has_type_marker(item: bytes | str) -> bool:
-    if isinstance(item, bytes):
-        return b'"__type__"' in item
-    return '"__type__"' in item
+        return Reading("body is not [args, kwargs, options]", message)
+    return Reading("", message, body)
 
 
 def _celery_envelope_problem(
@@ -107,6 +116,11 @@ def _celery_envelope_problem(
         return f"content-type {_short(message.get('content-type'))!r} is not application/json"
     if message.get("content-encoding") != "utf-8":
         return f"content-encoding {_short(message.get('content-encoding'))!r} is not utf-8"
+    if properties.get("body_encoding") not in ("base64", None):
+        encoding = _short(properties.get("body_encoding"))
+        return f"properties.body_encoding {encoding!r} is neither base64 nor absent"
+    if not isinstance(message.get("body"), str):
+        return "body is not text"
     if not isinstance(headers.get("id"), str) or not headers["id"]:
         return "headers.id (the task id) is not a string"
     if headers.get("eta") is not None or headers.get("expires") is not None:
@@ -199,6 +213,17 @@ def storable(raw: object) -> object:
     return text[:MAX_RAW_CHARS]
 
 
+def usable_text(value: object) -> str | None:
+    """``value`` if it is a short string Redis can store as UTF-8 (an id, a name), else None."""
+    if not isinstance(value, str) or not value or len(value) > 256:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def quarantine_carrier(event_id: str, text: str, problem: str) -> dict[str, Any]:
     """An event that stands for something unreadable, for the task to dead-letter as malformed."""
     return {"id": event_id, "__malformed__": problem, "raw": text[:MAX_RAW_CHARS]}
@@ -214,7 +239,7 @@ def salvage(item: bytes | str) -> list[dict[str, Any]] | None:
     Returns None when the body is not ``[[events], kwargs, options]`` even so.
     """
     try:
-        message = json.loads(item)
+        message = json.loads(item.decode("utf-8") if isinstance(item, bytes) else item)
         text = message["body"]
         if message["properties"].get("body_encoding") == "base64":
             text = base64.b64decode(text.encode(), validate=True).decode("utf-8")
