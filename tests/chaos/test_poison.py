@@ -84,7 +84,7 @@ class Poison:
     """What a test writes, and what it expects: markers delivered, ids dead-lettered."""
 
     queue_items: list[bytes] = field(default_factory=list)
-    parked: dict[str, bytes] = field(default_factory=dict)  # schedule entries: id -> payload
+    parked: dict[str | bytes, bytes] = field(default_factory=dict)  # schedule: id -> payload
     sound: set[str] = field(default_factory=set)  # markers (data.seq) of sound events
     dead_ids: set[str] = field(default_factory=set)  # ids their dead letters must carry
     dead_others: int = 0  # dead letters whose id cannot be known (junk without one)
@@ -226,6 +226,19 @@ def test_nan_in_a_parked_entry_is_dead_lettered_and_retries_go_on(site: Site) ->
     run(site, poison)
     site.scheduler_beats()
     assert "created_at" in (DeadLetters(site.r).get(nan_id) or {})["error"]
+
+
+def test_a_parked_entry_whose_id_is_not_utf8_holds_back_no_other_retry(site: Site) -> None:
+    # (the id was decoded with replacement characters, so the claim never matched again: every
+    # retry claimed with it went back to the schedule, forever)
+    markers = [str(uuid.uuid4()) for _ in range(11)]
+    parked: dict[str | bytes, bytes] = {
+        (b"bad-\xff" if i == 0 else marker): sound_event(marker).encode()
+        for i, marker in enumerate(markers)
+    }
+    poison = Poison(parked=parked)
+    poison.sound |= set(markers)
+    run(site, poison)
 
 
 def test_an_event_too_deep_or_with_a_huge_integer_costs_nothing_to_its_batch(site: Site) -> None:
