@@ -10,10 +10,11 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from . import contract, validation, wire
-from .config import ProducerSettings, redacted_url, url_secrets
+from .config import ProducerSettings, check_redis_url, redacted_url, url_secrets
 from .envelope import Event, new_event
 from .errors import EnqueueError, ValidationError
 
@@ -35,17 +36,21 @@ _BATCH_KEYS = frozenset({"distinct_id", "phone", "event", "data", "account"})
 def connect(url: str, timeout: float) -> redis.Redis:
     """A Redis client that gives up within about ``timeout`` seconds, whatever happens.
 
-    Connect and read each get half the budget. No command is sent twice: a retry after a
-    timeout would enqueue the event a second time if the first try did land (a slow Redis
-    runs it late). A pooled connection that Redis closed (a restart) is still replaced
-    without failing the call: redis-py checks a connection as it takes it from the pool.
+    Connect and read each get half the budget, whatever the URL's query string says (redis-py
+    lets ``?socket_timeout=`` override its arguments: a web request would hang that long). No
+    command is sent twice: a retry after a timeout would enqueue the event a second time if
+    the first try did land (a slow Redis runs it late). A pooled connection that Redis closed
+    (a restart) is still replaced without failing the call: redis-py checks a connection as it
+    takes it from the pool.
     """
-    return redis.Redis.from_url(
-        url,
+    options = parse_url(url)  # type: ignore[no-untyped-call]
+    options.update(
         socket_connect_timeout=timeout / 2,
         socket_timeout=timeout / 2,
+        retry_on_timeout=False,
         retry=Retry(NoBackoff(), 0),
     )
+    return redis.Redis(connection_pool=redis.ConnectionPool(**options))
 
 
 class _Where:
@@ -75,6 +80,7 @@ class Producer:
 
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or ProducerSettings.from_env(os.environ)
+        check_redis_url(self.settings.redis_url)
         self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
         self._where = _Where(self.settings.redis_url)
         self._enqueue_once = self._redis.register_script(_ENQUEUE_ONCE)

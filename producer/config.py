@@ -49,15 +49,35 @@ def env_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int
 
 
 def redis_url(environ: Mapping[str, str]) -> str:
-    """``REDIS_URL``, checked for a scheme redis-py understands."""
-    url = env_str(environ, "REDIS_URL", DEFAULT_REDIS_URL)
+    """``REDIS_URL``, checked for a scheme redis-py understands and a password it can read."""
+    return check_redis_url(env_str(environ, "REDIS_URL", DEFAULT_REDIS_URL))
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can read it as meant, else :class:`ConfigError` (never showing it)."""
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"REDIS_URL must start with redis://, rediss:// or unix:// (got {scheme or 'no'}"
             " scheme)"
         )
+    if _misread(url):
+        # (the URL is not shown: what looks like a fragment or a path is part of a password)
+        raise ConfigError(
+            "REDIS_URL cannot be read as written: a password holding #, ?, / or @ must be "
+            "percent-encoded (# as %23, ? as %3F, / as %2F, @ as %40)"
+        )
     return url
+
+
+def _misread(url: str) -> bool:
+    """Whether ``url`` splits where its writer did not mean it to (an unencoded password).
+
+    redis-py then connects to another host (localhost, when the password's ``#`` cut the rest
+    off as a fragment) and shows the password in its errors as part of the path or fragment.
+    """
+    parts = urlsplit(url)
+    return bool(parts.fragment) or "@" in parts.path or "@" in parts.query
 
 
 #: Query parameters that carry a secret: redis-py honours ``?password=`` (and
@@ -67,6 +87,8 @@ _SECRET_PARAMETER = re.compile(r"pass", re.IGNORECASE)
 
 def redacted_url(url: str) -> str:
     """``url`` with every password replaced by ``***``, for logs and error messages."""
+    if _misread(url):
+        return f"{url.split(':', 1)[0]}://<a URL with an unencoded password: hidden>"
     try:
         parts = urlsplit(url)
         netloc, query = parts.netloc, parts.query

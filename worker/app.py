@@ -31,13 +31,14 @@ from .schedule import Promoter, RetrySchedule
 from .server import eviction_warning, require_supported
 from .settings import Settings
 from .stats import heartbeat, worker_name
+from .stopflag import StopFlag
 from .transport import use_plain_json
 
 log = logging.getLogger("limechat_events.worker")
 
 
 def state_client(
-    url: str, *, patient: bool = True, stop_waiting: threading.Event | None = None
+    url: str, *, patient: bool = True, stop_waiting: StopFlag | None = None
 ) -> redis.Redis:
     """A Redis client for our own keys (schedule, DLQ, markers, counters, limiter).
 
@@ -215,6 +216,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     itself): without it retries would stall, so the worker must exit non-zero and be replaced.
     """
     use_plain_json()
+    # Celery sends worker_shutting_down from its signal handlers, under the signal's lock. A
+    # second stop signal arriving meanwhile (a process group's SIGTERM and the supervisor's,
+    # a Ctrl-C pressed twice) runs the handler again inside the first, in the same thread: with
+    # a plain Lock the worker deadlocked there and never stopped. An RLock lets it re-enter.
+    signals.worker_shutting_down.lock = threading.RLock()  # type: ignore[attr-defined]
     app = Celery("limechat_events", broker=broker_url(settings.redis_url), set_as_current=True)
     app.conf.update(
         # kombu's Redis transport, vetting every queue item (see worker/transport.py).
@@ -245,7 +251,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         configure_logging(settings.log_level, settings.log_format)
 
     sentry_on = init_sentry(settings)
-    stopping = threading.Event()
+    stopping = StopFlag()
     client = state_client(settings.redis_url, stop_waiting=stopping)
     deliverer = build_deliverer(
         settings, client, on_dead_letter=report_dead_letter if sentry_on else None

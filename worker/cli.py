@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -83,6 +84,10 @@ def worker(concurrency: int | None, processes: int | None) -> None:
 
 def run_workers(settings: Any, concurrency: int | None, processes: int | None) -> None:
     """One worker in this process, or a supervisor of several (``--processes``)."""
+    # Until Celery (or the supervisor) installs its own handlers nothing has been taken: a
+    # SIGTERM (a deploy) or a Ctrl-C is a clean stop, not death by signal (143) or "Aborted!".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_before_start)
     count = processes or settings.processes  # (settings resolve "one per CPU")
     if count == 1:
         run_worker(settings, concurrency)
@@ -94,10 +99,16 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
     raise SystemExit(supervise(count, concurrency))
 
 
+def _stop_before_start(signum: int, frame: Any) -> None:
+    """Exit 0 at once. (Not ``sys.exit``: a handler may run inside a weakref callback or a
+    ``__del__``, where Python prints the SystemExit and ignores it, and the start went on.)"""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # (it may have interrupted a write to it)
+            stream.flush()
+    os._exit(0)
+
+
 def run_worker(settings: Any, concurrency: int | None = None) -> None:
-    # Until Celery installs its own handlers, nothing has been taken: a SIGTERM (a deploy, a
-    # supervisor stopping) is a clean stop, not death by signal (exit 143).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from celery import signals
 
     from .app import check_server, create_app
@@ -564,20 +575,42 @@ def dlq_export(file: Any, bodies: bool, **filters: Any) -> None:
     from producer.envelope import request_body
 
     from .deadletter import DeadLetters
+    from .vetting import envelope_problem
 
     selection = _selection(**filters)
+    skipped = 0
 
     def write_each(r: Any) -> int:
         # Each entry is written as it is read: the export holds a page, never the selection.
+        nonlocal skipped
         count = 0
         for entry in DeadLetters(r).select(selection):
+            if bodies and envelope_problem(dict(entry.get("event") or {})):
+                skipped += 1  # (a malformed one: no LimeChat request body to write)
+                continue
             record = request_body(entry["event"]) if bodies else entry
-            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            file.write(_json_line(record))
             count += 1
         return count
 
     count = _redis_call(write_each)
     click.echo(f"exported {count} dead letter(s)", err=True)
+    if skipped:
+        click.echo(
+            f"skipped {skipped} that hold no event LimeChat could receive (malformed); "
+            "export without --bodies to see them",
+            err=True,
+        )
+
+
+def _json_line(record: Any) -> str:
+    """One JSON line, readable (UTF-8); escaped where text cannot be UTF-8 (lone surrogates)."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True)
+    return text + "\n"
 
 
 @dlq.command("import")
@@ -594,6 +627,7 @@ def dlq_import(file: Any) -> None:
     from producer.envelope import Event
 
     from .deadletter import DeadLetters
+    from .vetting import envelope_problem
 
     name = getattr(file, "name", "-")
     source = "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name
@@ -623,13 +657,16 @@ def dlq_import(file: Any) -> None:
         except ValidationError as exc:
             parsed.add_error(f"{source} line {line}: {exc}")
             continue
-        events.append(
-            {
-                **checked,
-                "id": envelope["id"],
-                "created_at": envelope.get("created_at", checked["created_at"]),
-            }
-        )
+        event: Event = {
+            **checked,
+            "id": envelope["id"],
+            "created_at": envelope.get("created_at", checked["created_at"]),
+        }
+        problem = envelope_problem(dict(event))  # (the id and the time as the worker sees them)
+        if problem:
+            parsed.add_error(f"{source} line {line}: {problem}")
+            continue
+        events.append(event)
     if parsed.error_count:
         for message in parsed.report():
             click.echo(f"error: {message}", err=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from .ratelimit import RateLimiter
 from .schedule import RetrySchedule
 from .settings import Settings
 from .stats import count_outcome
+from .stopflag import StopFlag
 from .vetting import envelope_problem, storable, usable_text
 
 log = logging.getLogger("limechat_events.delivery")
@@ -67,7 +67,7 @@ class Deliverer:
         self._rand = rand
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()
 
     def deliver_message(
         self, args: Sequence[Any], kwargs: dict[str, Any], *, redelivered: bool = True

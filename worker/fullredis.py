@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
+
+from .stopflag import StopFlag
 
 log = logging.getLogger("limechat_events.worker")
 
@@ -85,7 +86,7 @@ class WaitsWhileFull:
     as it sees a ``WatchError``.
     """
 
-    stop_waiting: threading.Event | None = None
+    stop_waiting: StopFlag | None = None
 
     def _wait(self, what: str) -> FullRedisWait:
         stop = self.stop_waiting

@@ -52,6 +52,8 @@ class Supervisor:
         self.processes = processes
         self.children: dict[int, Child] = {}
         self.stopping = False
+        #: the signal a stop passed on to the children (None until one came)
+        self.stop_signal: signal.Signals | None = None
         self.poll_interval = 0.2
 
     def run(self) -> int:
@@ -71,10 +73,16 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         proc = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
         self.children[slot] = Child(slot, proc)
+        if self.stop_signal is not None:
+            # The stop came while it was being started, before it was in self.children: the
+            # signal passed on missed it, and it would run on while the others stopped.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.stop_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
-        self._send(_FORWARDED[signal.Signals(signum)])
+        self.stop_signal = _FORWARDED[signal.Signals(signum)]
+        self._send(self.stop_signal)
 
     def _send(self, sig: signal.Signals) -> None:
         for child in self.children.values():

@@ -78,3 +78,23 @@ def test_an_idempotency_key_makes_the_retry_after_a_timeout_safe(
     [message] = server.client().lrange(contract.QUEUE, 0, -1)
     assert first in json.loads(message)["headers"]["argsrepr"]
     retried.close()
+
+
+def test_the_url_cannot_stretch_the_enqueue_timeout(
+    own_redis: Callable[..., RedisServer],
+) -> None:
+    # (redis-py lets ?socket_timeout= in the URL override the producer's own timeouts: a web
+    # request then hung for as long as the URL said)
+    server = own_redis(appendonly=False)
+    relay = SlowReplies(server.port, delay=10)
+    url = relay.url() + "?socket_timeout=8&socket_connect_timeout=8"
+    producer = Producer(ProducerSettings(redis_url=url, enqueue_timeout=TIMEOUT))
+    producer._redis.ping()
+    relay.slow = 1
+    started = time.monotonic()
+    with pytest.raises(EnqueueError):
+        producer.send_event("order_placed", phone=PHONE)
+    # The promise: about the enqueue timeout (0.4 s here); 3 s is the generous bound.
+    assert time.monotonic() - started < 3
+    producer.close()
+    relay.stop()

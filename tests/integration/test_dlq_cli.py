@@ -220,3 +220,31 @@ def test_replay_and_import_put_limechat_batch_size_events_in_a_message(
     bad = CliRunner(env={"REDIS_URL": redis_url, "LIMECHAT_BATCH_SIZE": "many"})
     refused = bad.invoke(main, ["dlq", "replay", "--all"])
     assert refused.exit_code == 2 and "LIMECHAT_BATCH_SIZE" in refused.output
+
+
+def test_export_bodies_skips_malformed_dead_letters_and_says_so(
+    cli: CliRunner, dlq: DeadLetters
+) -> None:
+    # (a malformed dead letter holds what arrived, not an event: it has no request body)
+    dlq.add({"id": "junk-1", "event": "(malformed)", "raw": "not json"}, Reason.MALFORMED)  # type: ignore[typeddict-item]
+    good = event(i=1)
+    dlq.add(good, Reason.HTTP_4XX, status=400)
+    result = cli.invoke(main, ["dlq", "export", "--bodies"])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["data"] == good["data"]
+    assert "skipped 1 that hold no event" in result.stderr
+
+
+def test_import_refuses_a_file_whose_last_line_has_a_bad_time_and_queues_nothing(
+    cli: CliRunner, r: redis.Redis, tmp_path: object
+) -> None:
+    lines = []
+    for i in range(1001):
+        entry = {"event_id": f"imp-{i}", "event": {**event(i=i), "id": f"imp-{i}"}}
+        lines.append(json.dumps(entry))
+    lines[-1] = lines[-1].replace('"created_at": ', '"created_at": NaN, "was": ')
+    result = cli.invoke(main, ["dlq", "import", "-"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 2, result.output
+    assert "line 1001" in result.stderr and "created_at" in result.stderr
+    assert r.llen(contract.QUEUE) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer import contract
+from producer import Producer, contract
 from producer.config import ProducerSettings, redacted_url, url_secrets
 from worker.app import broker_url
 
@@ -58,3 +58,18 @@ def test_no_two_account_and_key_pairs_share_a_redis_key(
     a: tuple[str | None, str], b: tuple[str | None, str]
 ) -> None:
     assert contract.idempotency_key(*a) != contract.idempotency_key(*b)
+
+
+@pytest.mark.parametrize("cut", ["#", "/", "?"])
+def test_an_unencoded_password_is_refused_without_being_shown(cut: str) -> None:
+    from producer.config import redis_url
+    from producer.errors import ConfigError
+
+    url = f"redis://:hun{cut}ter2@redis.internal:6379/0"
+    with pytest.raises(ConfigError) as refused:
+        redis_url({"REDIS_URL": url})
+    assert "percent-encoded" in str(refused.value)
+    assert "ter2" not in str(refused.value) and "ter2" not in redacted_url(url)
+    # (as written, redis-py would read another host or database: it must never get it)
+    with pytest.raises(ConfigError):
+        Producer(ProducerSettings(redis_url=url))
