@@ -50,9 +50,7 @@ def test_ctrl_c_while_starting_exits_0(redis_url: str, receiver: Sandbox, proces
         worker.stop()
 
 
-def test_two_stop_signals_at_once_never_hang_the_worker(
-    redis_url: str, receiver: Sandbox
-) -> None:
+def test_two_stop_signals_at_once_never_hang_the_worker(redis_url: str, receiver: Sandbox) -> None:
     # A process group's SIGTERM and the supervisor's arrive together: Celery ran its stop
     # handler nested inside the first, and a lock taken there (its own signal's, our stop
     # event's) deadlocked the worker. Rare per try, so ten tries.
