@@ -126,6 +126,23 @@ class _Pushes:
         self.pushes.append((queue, "R", message))
 
 
+def _restored(channel: Channel, record: bytes, pushes: _Pushes, leftmost: bool) -> None:
+    """Note what kombu would push back for an unacked ``record``; never nothing.
+
+    kombu logs and drops a message it cannot route back (an exchange it cannot look up), and
+    an unreadable record would raise in the consumer's loop: either goes to our queue instead,
+    as it is or as a stand-in for the DLQ.
+    """
+    try:
+        message, exchange, routing_key = loads(bytes_to_str(record))
+        channel._do_restore_message(message, exchange, routing_key, pushes, leftmost)
+    except Exception:
+        log.exception("an unacked record that cannot be restored as it is goes to the queue")
+        message = take(record, contract.QUEUE)
+    if not pushes.pushes:
+        (pushes.lpush if leftmost else pushes.rpush)(contract.QUEUE, dumps(message))
+
+
 class QoS(kombu_redis.QoS):
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
         channel = cast("Channel", self.channel)
@@ -133,8 +150,7 @@ class QoS(kombu_redis.QoS):
             record = client.hget(self.unacked_key, tag)
             pushes = _Pushes()
             if record is not None:
-                message, exchange, routing_key = loads(bytes_to_str(record))
-                channel._do_restore_message(message, exchange, routing_key, pushes, leftmost)
+                _restored(channel, record, pushes, leftmost)
             client.eval(
                 _RESTORE,
                 2 + len(pushes.pushes),

@@ -46,11 +46,6 @@ class Reading:
     body: list[Any] | None = None
 
 
-def check_message(item: bytes | str) -> str:
-    """What is wrong with a raw queue item, or '' if it is a deliver message we can read."""
-    return read_message(item).problem
-
-
 def read_message(item: bytes | str) -> Reading:
     """Read a raw queue item; see :class:`Reading`.
 

@@ -146,7 +146,7 @@ def test_bad_events_in_a_batch_are_dead_lettered_one_by_one_and_the_rest_deliver
     assert "'account'" in errors["account-a-number"] and "'phone'" in errors["missing-phone"]
 
 
-# Messages that pass worker/transport.py's check_message but that kombu or Celery still choke on.
+# Messages kombu or Celery would drop, crash or loop on (worker/vetting.py refuses them).
 DROPPED = {
     "no-delivery-tag": task_message("no-delivery-tag", drop("properties", "delivery_tag")),
     "no-delivery-info": task_message("no-delivery-info", drop("properties", "delivery_info")),

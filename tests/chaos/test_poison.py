@@ -279,6 +279,17 @@ def test_kombu_type_markers_in_the_envelope_cost_nothing(site: Site) -> None:
     assert site.worker.saw("rewrote a message another writer made")
 
 
+def test_a_junk_record_in_the_unacked_hash_goes_to_the_dlq(site: Site) -> None:
+    # (kombu's restore raised on it in the consumer's loop, and the worker died)
+    site.r.hset(contract.UNACKED, "junk-tag", b"not a record at all")
+    site.r.zadd(contract.UNACKED_INDEX, {"junk-tag": time.time() - 600})
+    wait_for(lambda: DeadLetters(site.r).count() == 1, 30, "the dead letter")
+    [entry] = DeadLetters(site.r).list()
+    assert entry["reason"] == "malformed", entry
+    site.alive()
+    assert not site.r.hlen(contract.UNACKED)
+
+
 # --- the hostile writer ----------------------------------------------------------------------
 
 
