@@ -122,7 +122,8 @@ def test_the_redis_password_never_reaches_sentry_from_a_web_app(
 def test_settings_reprs_hide_the_password() -> None:
     from worker.settings import Settings
 
-    url = f"redis://:{quote(PASSWORD, safe='')}@127.0.0.1:6379/0?password=x{PASSWORD}"
+    encoded = quote(PASSWORD, safe="")
+    url = f"redis://:{encoded}@127.0.0.1:6379/0?password=x{encoded}"
     env = worker_env(url, "http://127.0.0.1:1/api/v1/cvf-events")
     texts = [repr(Settings.from_env(env)), repr(ProducerSettings(redis_url=url))]
     texts.append(repr(Producer(ProducerSettings(redis_url=url))))
