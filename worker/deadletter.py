@@ -112,6 +112,17 @@ return removed
 )
 
 
+#: An entry's place in the index: (dead-letter time, event id as stored), what cursors hold.
+Position = tuple[float, bytes]
+
+
+def _bounds(selection: Selection) -> tuple[str, str]:
+    """The selection's time range as the index's score bounds."""
+    low = "-inf" if selection.since is None else repr(selection.since)
+    high = "+inf" if selection.until is None else repr(selection.until)
+    return low, high
+
+
 def make_entry(
     event: Event,
     reason: Reason,
@@ -200,13 +211,34 @@ class DeadLetters:
         if limit is not None and limit < 1:
             return
         yielded = 0
-        for ids in self._pages(selection):
-            for entry in self._load(ids):
-                if selection.matches(entry):
-                    yield entry
-                    yielded += 1
-                    if yielded == limit:
-                        return
+        for _, entry in self.walk(selection):
+            if selection.matches(entry):
+                yield entry
+                yielded += 1
+                if yielded == limit:
+                    return
+
+    def walk(
+        self, selection: Selection = EVERYTHING, after: Position | None = None
+    ) -> Iterator[tuple[Position, dict[str, Any]]]:
+        """Every entry in the selection's time range (matching its other filters or not),
+        oldest first, with its place in the index; after ``after`` if given (a cursor)."""
+        for page in self._positions(selection, after):
+            # (a generator per page: its entries are let go before the next page is read)
+            yield from self._load_page(page)
+
+    def count_cheaply(self, selection: Selection = EVERYTHING) -> int | None:
+        """How many entries match, when the index or the reason counts say it in one read;
+        None when only reading the entries could tell (an event or status filter)."""
+        if any(v is not None for v in (selection.event, selection.status, selection.account)):
+            return None
+        if selection.reason is None:
+            low, high = _bounds(selection)
+            return int(self._redis.zcount(contract.DLQ_INDEX, low, high))
+        if selection.since is None and selection.until is None:
+            count = self._redis.hget(contract.DLQ_REASON_COUNTS, selection.reason)
+            return max(int(count or 0), 0)
+        return None
 
     def list(
         self, selection: Selection = EVERYTHING, limit: int | None = None
@@ -351,17 +383,26 @@ class DeadLetters:
         )
 
     def _pages(self, selection: Selection) -> Iterator[builtins.list[bytes]]:
-        """Ids in the selection's time range, oldest first, up to :data:`CHUNK` at a time.
+        for page in self._positions(selection):
+            yield [member for member, _ in page]
+
+    def _positions(
+        self, selection: Selection, after: Position | None = None
+    ) -> Iterator[builtins.list[tuple[bytes, float]]]:
+        """(id, time) in the selection's time range, oldest first, up to :data:`CHUNK` at a
+        time; after the (time, id) ``after`` if given.
 
         Each page starts after the last (time, id) of the one before: the index orders equal
         times by id, so the cursor is exact even when entries share a time, and it stays put
         when entries before it leave.
         """
-        low = "-inf" if selection.since is None else repr(selection.since)
-        high = "+inf" if selection.until is None else repr(selection.until)
-        page = self._scores(low, high, CHUNK)
+        low, high = _bounds(selection)
+        if after is not None and (selection.since is None or after[0] >= selection.since):
+            page = self._page_after(after[0], after[1], high)
+        else:
+            page = self._scores(low, high, CHUNK)
         while page:
-            yield [member for member, _ in page]
+            yield page
             last_id, last_time = page[-1]
             page = self._page_after(last_time, last_id, high)
 
@@ -383,6 +424,14 @@ class DeadLetters:
                 contract.DLQ_INDEX, low, high, start=0, num=count, withscores=True
             ),
         )
+
+    def _load_page(
+        self, page: Sequence[tuple[bytes, float]]
+    ) -> Iterator[tuple[Position, dict[str, Any]]]:
+        raws = self._redis.hmget(contract.DLQ_ENTRIES, [member for member, _ in page])
+        for (member, when), raw in zip(page, raws, strict=True):
+            if raw is not None:
+                yield (when, member), json.loads(raw)
 
     def _load(self, ids: Sequence[bytes]) -> Iterator[dict[str, Any]]:
         if not ids:

@@ -1,4 +1,4 @@
-"""Reading events from a JSON-lines file for ``limechat-events send --file``."""
+"""Reading events from a JSON-lines file (``send --file``, ``dlq import``)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,9 @@ def describe_json_error(exc: json.JSONDecodeError, where: str) -> str:
     """``where, column 9: Expecting ',' delimiter`` (with the line inside a multi-line text)."""
     position = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
     return f"{where}, {position}: {exc.msg}"
+
+
+def source_name(file: object) -> str:
+    """How errors name a file: its path, or ``<stdin>`` for ``-``."""
+    name = getattr(file, "name", "-")
+    return "<stdin>" if name in ("-", "<stdin>") or not isinstance(name, str) else name

@@ -50,17 +50,20 @@ class Selection:
     reason: str | None = None
     since: float | None = None  # dead-lettered at or after (epoch seconds)
     until: float | None = None  # dead-lettered at or before
+    account: str | None = None  # the event's account, as given when it was sent
 
     @property
     def needs_entries(self) -> bool:
         """Whether matching needs the entries themselves (time alone is in the index)."""
-        return any(v is not None for v in (self.event, self.status, self.reason))
+        return any(v is not None for v in (self.event, self.status, self.reason, self.account))
 
     def matches(self, entry: dict[str, Any]) -> bool:
         event = entry.get("event") or {}
         if self.event is not None and event.get("event") != self.event:
             return False
         if self.reason is not None and entry.get("reason") != self.reason:
+            return False
+        if self.account is not None and entry.get("account") != self.account:
             return False
         if self.status is not None and not status_matches(entry.get("status"), self.status):
             return False

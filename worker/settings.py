@@ -16,6 +16,8 @@ from .ratelimit import Rate, parse_rate
 
 DEFAULT_API_URL = "https://flow-builder.limechat.ai/api/v1/cvf-events"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_RATE_LIMIT = "10/s"
+DEFAULT_RATE_BURST = 5
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class Settings:
     account_id: str = field(metadata={"env": "LIMECHAT_ACCOUNT_ID"})
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False, metadata={"env": "REDIS_URL"})
     api_url: str = field(default=DEFAULT_API_URL, metadata={"env": "LIMECHAT_API_URL"})
-    rate_limit: str = field(default="10/s", metadata={"env": "LIMECHAT_RATE_LIMIT"})
-    rate_burst: int = field(default=5, metadata={"env": "LIMECHAT_RATE_BURST"})
+    rate_limit: str = field(default=DEFAULT_RATE_LIMIT, metadata={"env": "LIMECHAT_RATE_LIMIT"})
+    rate_burst: int = field(default=DEFAULT_RATE_BURST, metadata={"env": "LIMECHAT_RATE_BURST"})
     max_attempts: int = field(default=12, metadata={"env": "LIMECHAT_MAX_ATTEMPTS"})
     retry_base_seconds: float = field(default=2.0, metadata={"env": "LIMECHAT_RETRY_BASE_SECONDS"})
     retry_max_seconds: float = field(default=600.0, metadata={"env": "LIMECHAT_RETRY_MAX_SECONDS"})
@@ -59,20 +61,21 @@ class Settings:
         return parse_rate(self.rate_limit, self.rate_burst)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Parse the environment; :class:`ConfigError` names every missing credential."""
-        missing = [
-            name
-            for name in ("LIMECHAT_ACCESS_TOKEN", "LIMECHAT_ACCOUNT_ID")
-            if not environ.get(name, "").strip()
-        ]
-        if missing:
+    def from_env(cls, environ: Mapping[str, str], *, need_credentials: bool = True) -> Settings:
+        """Parse the environment; :class:`ConfigError` names every missing credential.
+
+        ``need_credentials=False`` checks every other variable (for ``ping``): the missing
+        credentials are then empty, and such settings cannot run a worker.
+        """
+        missing = missing_credentials(environ)
+        if missing and need_credentials:
             raise ConfigError(
                 f"missing {' and '.join(missing)}: the worker needs LimeChat credentials "
                 "(see README, 'Configuration'; `limechat-events up` runs against the "
                 "local sandbox without them)"
             )
         d = defaults()
+        shared = OperatorSettings.from_env(environ)
         base = env_float(environ, "LIMECHAT_RETRY_BASE_SECONDS", d["retry_base_seconds"])
         cap = env_float(environ, "LIMECHAT_RETRY_MAX_SECONDS", d["retry_max_seconds"])
         if cap < base:
@@ -80,9 +83,6 @@ class Settings:
                 f"LIMECHAT_RETRY_MAX_SECONDS ({cap:g}) must not be below "
                 f"LIMECHAT_RETRY_BASE_SECONDS ({base:g})"
             )
-        rate_limit = env_str(environ, "LIMECHAT_RATE_LIMIT", d["rate_limit"])
-        rate_burst = env_int(environ, "LIMECHAT_RATE_BURST", d["rate_burst"])
-        parse_rate(rate_limit, rate_burst)  # refuse a bad value now, naming the variable
         log_level = env_str(environ, "LOG_LEVEL", d["log_level"]).upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
@@ -90,12 +90,12 @@ class Settings:
         if log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT={log_format!r} must be text or json")
         return cls(
-            access_token=environ["LIMECHAT_ACCESS_TOKEN"].strip(),
-            account_id=environ["LIMECHAT_ACCOUNT_ID"].strip(),
-            redis_url=redis_url(environ),
+            access_token=environ.get("LIMECHAT_ACCESS_TOKEN", "").strip(),
+            account_id=environ.get("LIMECHAT_ACCOUNT_ID", "").strip(),
+            redis_url=shared.redis_url,
             api_url=_api_url(environ, d["api_url"]),
-            rate_limit=rate_limit,
-            rate_burst=rate_burst,
+            rate_limit=shared.rate_limit,
+            rate_burst=shared.rate_burst,
             max_attempts=env_int(environ, "LIMECHAT_MAX_ATTEMPTS", d["max_attempts"]),
             retry_base_seconds=base,
             retry_max_seconds=cap,
@@ -109,7 +109,7 @@ class Settings:
             processes=env_int(
                 environ, "LIMECHAT_WORKER_PROCESSES", d["processes"] or available_cpus()
             ),
-            batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", d["batch_size"]),
+            batch_size=shared.batch_size,
             scheduler_interval=env_float(
                 environ,
                 "LIMECHAT_SCHEDULER_INTERVAL_SECONDS",
@@ -127,6 +127,47 @@ class Settings:
             sentry_dsn=env_str(environ, "SENTRY_DSN", ""),
             sentry_environment=env_str(environ, "SENTRY_ENVIRONMENT", ""),
         )
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What operator tools (``stats``, ``dlq``, ``retries``, ``ping``, the console) read: the
+    part of :class:`Settings` that needs no LimeChat credentials, parsed by the same code."""
+
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    #: the account whose rate limit ``stats`` shows (LIMECHAT_ACCOUNT_ID), when set
+    account_id: str | None = None
+    rate_limit: str = DEFAULT_RATE_LIMIT
+    rate_burst: int = DEFAULT_RATE_BURST
+    batch_size: int = contract.DEFAULT_BATCH_SIZE
+
+    @property
+    def rate(self) -> Rate | None:
+        return parse_rate(self.rate_limit, self.rate_burst)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OperatorSettings:
+        """Parse the shared variables; :class:`ConfigError` names the bad one."""
+        d = defaults()
+        rate_limit = env_str(environ, "LIMECHAT_RATE_LIMIT", d["rate_limit"])
+        rate_burst = env_int(environ, "LIMECHAT_RATE_BURST", d["rate_burst"])
+        parse_rate(rate_limit, rate_burst)  # refuse a bad value now, naming the variable
+        return cls(
+            redis_url=redis_url(environ),
+            account_id=environ.get("LIMECHAT_ACCOUNT_ID", "").strip() or None,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            batch_size=env_int(environ, "LIMECHAT_BATCH_SIZE", d["batch_size"]),
+        )
+
+
+def missing_credentials(environ: Mapping[str, str]) -> list[str]:
+    """The LimeChat credentials a worker needs that ``environ`` lacks."""
+    return [
+        name
+        for name in ("LIMECHAT_ACCESS_TOKEN", "LIMECHAT_ACCOUNT_ID")
+        if not environ.get(name, "").strip()
+    ]
 
 
 def defaults() -> dict[str, Any]:

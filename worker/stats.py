@@ -69,8 +69,6 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
         taking_lists,
         *rate_state,
     ) = pipe.execute()
-    pause_until = float(rate_state[0]) if keys and rate_state[0] else None
-    factor = float(rate_state[1]) if keys and rate_state[1] else 1.0
     totals, per_event, per_status = _split_counters(counters)
     return {
         # (in flight: recorded as unacknowledged, or moved into a worker's taking list and
@@ -87,16 +85,41 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
         "counters": totals,
         "by_event": per_event,
         "by_status": per_status,
-        "rate_limit": {
-            "account": account,
-            "limit": str(rate) if rate else "off",
-            "effective_per_second": round(rate.per_second * factor, 3) if rate else None,
-            "paused_for_seconds": (
-                round(pause_until - now, 3) if pause_until and pause_until > now else 0
-            ),
-        },
+        "rate_limit": rate_section(account, rate, *(rate_state or [None, None]), now=now),
         "workers_alive": len(workers),
         "redis": _redis_section(client),
+    }
+
+
+def rate_state(client: redis.Redis, account: str, rate: Rate | None) -> dict[str, Any]:
+    """One account's rate limit as ``stats`` shows it: limit, effective rate, pause left."""
+    keys = contract.rate_keys(account)
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.get(keys.pause)
+    pipe.get(keys.factor)
+    (seconds, micros), pause, factor = pipe.execute()
+    return rate_section(account, rate, pause, factor, now=seconds + micros / 1_000_000)
+
+
+def rate_section(
+    account: str | None,
+    rate: Rate | None,
+    pause: bytes | None,
+    factor: bytes | None,
+    *,
+    now: float,
+) -> dict[str, Any]:
+    """The limit, the rate 429s left (the limiter's factor key) and the pause still to run."""
+    pause_until = float(pause) if pause else None
+    lowered = float(factor) if factor else 1.0
+    return {
+        "account": account,
+        "limit": str(rate) if rate else "off",
+        "effective_per_second": round(rate.per_second * lowered, 3) if rate else None,
+        "paused_for_seconds": (
+            round(pause_until - now, 3) if pause_until and pause_until > now else 0
+        ),
     }
 
 

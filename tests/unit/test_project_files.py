@@ -207,3 +207,14 @@ def test_the_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert re.search(r"^scripts/smoke-artifact$", ci, flags=re.M)
     assert re.search(r"^scripts/smoke-artifact --oldest$", ci, flags=re.M)
     assert os.access(ROOT / "scripts" / "smoke-artifact", os.X_OK)
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """setuptools takes only the packages named: a subpackage left out (worker.cli) would
+    leave the installed console script without its commands."""
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("producer", "worker")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found
