@@ -1,16 +1,19 @@
-"""What the metrics need that the stats counters do not hold, recorded with each outcome.
+"""Every counter an outcome adds to, in one Lua call on the pipeline it is written with.
 
-One Lua call per outcome, queued on the pipeline the outcome is already written with (no extra
-round trip): the labelled counter (event name, HTTP status), the per-minute count the console
-charts, and for a delivery its latency histogram bucket. Workers only add; the exporter
+The stats counters ``limechat-events stats`` shows (worker/stats.py reads them), and what the
+metrics need besides: the counter by outcome, HTTP status and event label, the per-minute count
+the console charts (a hash per minute, kept two hours), and for a delivery its latency
+histogram bucket and sum. One command per outcome: redis-py spends more per command queued
+than Redis spends running the script (docs/benchmarks.md, "Metrics recording"), so this costs
+less than the three HINCRBYs the stats counters alone used to. Workers only add; the exporter
 (worker/metrics.py) and the console read.
 
 Event names are user data, so their labels are capped: the first
 :data:`~producer.contract.METRICS_EVENT_LABELS_MAX` distinct names ever recorded keep their own
-label, every later one is counted as ``other``. The set of admitted names lives in Redis and is
-checked and grown inside the script, so the cap holds across every worker at once. A name is
-admitted for good (delete ``limechat:metrics:event_names`` to start over); an event actually
-named ``other`` is counted under ``other`` too.
+label, every later one is counted as ``other``. The script checks and grows the set of
+admitted names, so the cap holds across every worker at once. A name is admitted for good
+(delete ``limechat:metrics:event_names`` to start over); an event actually named ``other`` is
+counted under ``other`` too. The stats counters keep every name, as they always have.
 """
 
 from __future__ import annotations
@@ -42,35 +45,40 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     3600.0,
     21600.0,
 )
+#: The latency hash's field holding the sum, in whole milliseconds (HINCRBY, not a float);
+#: every other field is a bucket's ``le``, and the count is their sum.
+SUM_FIELD = "sum_ms"
 _LATENCY_CAP_SECONDS = 10 * 365 * 86400.0
 #: The label every event name past the cap is counted under.
 OTHER = "other"
 #: The outcomes counted, as the stats counters name them.
 OUTCOMES = ("delivered", "retried", "dead_lettered")
 
-# KEYS: admitted names, counters, latency, this minute's hash
-# ARGV: outcome, event name, status, cap, latency bucket ('' for none), latency, minute TTL
+# KEYS: stats counters, admitted names, labelled counters, this minute's hash, latency
+# ARGV: outcome, event name, status, cap, minute TTL, latency bucket ('' for none), latency ms
 _RECORD = """
-local label = ARGV[2]
-if label == 'other' then
-elseif redis.call('SISMEMBER', KEYS[1], label) == 0 then
-  if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[4]) then
-    redis.call('SADD', KEYS[1], label)
+local outcome, name, status = ARGV[1], ARGV[2], ARGV[3]
+redis.call('HINCRBY', KEYS[1], outcome, 1)
+redis.call('HINCRBY', KEYS[1], outcome .. ':event:' .. name, 1)
+redis.call('HINCRBY', KEYS[1], 'status:' .. status, 1)
+local label = name
+if label ~= 'other' and redis.call('SISMEMBER', KEYS[2], label) == 0 then
+  if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[4]) then
+    redis.call('SADD', KEYS[2], label)
   else
     label = 'other'
   end
 end
-redis.call('HINCRBY', KEYS[2], ARGV[1] .. '|' .. ARGV[3] .. '|' .. label, 1)
-redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[4], ARGV[7])
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-  redis.call('HINCRBY', KEYS[3], 'count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[3], 'sum', ARGV[6])
+redis.call('HINCRBY', KEYS[3], outcome .. '|' .. status .. '|' .. label, 1)
+redis.call('HINCRBY', KEYS[4], outcome, 1)
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+  redis.call('HINCRBY', KEYS[5], 'sum_ms', ARGV[7])
 end
 """
-# Sent whole with EVAL (Redis caches it by its SHA1): a registered script's EVALSHA would make
-# redis-py ask SCRIPT EXISTS before each pipeline it is on, a round trip per dead letter.
+# (sent whole with EVAL, which Redis caches by its SHA1: EVALSHA would need redis-py's
+# SCRIPT EXISTS before each pipeline, or fail the pipeline after Redis restarts)
 
 
 def record(
@@ -82,29 +90,29 @@ def record(
     created_at: float | None = None,
     now: float | None = None,
 ) -> None:
-    """Queue the metrics of one outcome; ``created_at`` (a delivery's enqueue time) adds its
+    """Queue the counters of one outcome; ``created_at`` (a delivery's enqueue time) adds its
     latency. ``now`` is this host's clock, like the producer's ``created_at``."""
     now = time.time() if now is None else now
-    bucket, latency = "", 0.0
+    bucket, latency_ms = "", 0
     if created_at is not None:
-        # (a producer's clock ahead of ours counts 0; an absurd created_at must not overflow
-        # the sum, which would fail the pipeline the delivery is recorded on)
+        # (a producer's clock ahead of ours counts 0; an absurd created_at is capped)
         latency = min(max(now - created_at, 0.0), _LATENCY_CAP_SECONDS)
-        bucket = bucket_label(latency)
+        bucket, latency_ms = bucket_label(latency), round(latency * 1000)
     pipe.eval(
         _RECORD,
-        4,
+        5,
+        contract.STATS_COUNTERS,
         contract.METRICS_EVENT_NAMES,
         contract.METRICS_COUNTERS,
-        contract.METRICS_LATENCY,
         contract.minute_key(int(now // 60)),
+        contract.METRICS_LATENCY,
         outcome,
-        event_name[: contract.EVENT_NAME_MAX_LENGTH],
+        event_name,
         "none" if status is None else str(status),
         contract.METRICS_EVENT_LABELS_MAX,
-        bucket,
-        repr(round(latency, 6)),
         contract.METRICS_MINUTE_TTL_SECONDS,
+        bucket,
+        latency_ms,
     )
 
 

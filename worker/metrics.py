@@ -73,14 +73,16 @@ def read(client: redis.Redis, account: str | None) -> Reading:
         parts = metering.parse_counter_field(key.decode("utf-8", "replace"))
         if parts is not None:
             counters[parts] = int(value)
-    latency = {k.decode(): v.decode() for k, v in raw_latency.items()}
+    latency = {k.decode(): int(v) for k, v in raw_latency.items()}
+    buckets = {le: latency[le] for le in _bucket_labels() if le in latency}
     return Reading(
         stats=stats,
         oldest_age_seconds=oldest,
         counters=counters,
-        latency_buckets={le: int(latency[le]) for le in _bucket_labels() if le in latency},
-        latency_count=int(latency.get("count", 0)),
-        latency_sum=float(latency.get("sum", 0.0)),
+        latency_buckets=buckets,
+        # (each delivery adds to exactly one bucket: their sum is the count)
+        latency_count=sum(buckets.values()),
+        latency_sum=latency.get(metering.SUM_FIELD, 0) / 1000,
     )
 
 

@@ -27,11 +27,11 @@ def count_outcome(
     created_at: float | None = None,
 ) -> None:
     """Queue the counter updates of one outcome (delivered, retried, dead_lettered), and its
-    metrics (``created_at``, a delivery's enqueue time, for the latency histogram)."""
-    key = contract.STATS_COUNTERS
-    pipe.hincrby(key, outcome, 1)
-    pipe.hincrby(key, f"{outcome}:event:{event_name}", 1)
-    pipe.hincrby(key, f"status:{status if status is not None else 'none'}", 1)
+    metrics (``created_at``, a delivery's enqueue time, for the latency histogram).
+
+    Into :data:`~producer.contract.STATS_COUNTERS` go ``outcome``, ``outcome:event:NAME`` and
+    ``status:CODE`` (``none`` without an HTTP answer), with the metrics in the same command.
+    """
     metering.record(pipe, outcome, event_name, status, created_at=created_at)
 
 
