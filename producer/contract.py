@@ -104,7 +104,7 @@ def rate_keys(account: str) -> RateKeys:
 METRICS_EVENT_NAMES = f"{PREFIX}:metrics:event_names"
 #: hash: "outcome|status|event label" -> count (the labelled Prometheus counters)
 METRICS_COUNTERS = f"{PREFIX}:metrics:counters"
-#: hash: delivery latency histogram: bucket upper bound -> count (not cumulative), count, sum
+#: hash: delivery latency histogram: bucket "le" -> count (not cumulative), and "sum_ms"
 METRICS_LATENCY = f"{PREFIX}:metrics:latency"
 #: Event names beyond this many share the label ``event="other"`` (event names are user data).
 METRICS_EVENT_LABELS_MAX = 100
