@@ -97,3 +97,21 @@ def rate_keys(account: str) -> RateKeys:
     """The rate limiter's keys for one account (hash-tagged: one Redis Cluster slot each)."""
     base = f"{PREFIX}:rate:{{{account}}}"
     return RateKeys(f"{base}:reserve", f"{base}:gate", f"{base}:pause", f"{base}:factor")
+
+
+# --- metrics (worker/metering.py records them, worker/metrics.py exports them) ---
+#: set: the event names that keep their own label in the metrics (at most the cap below)
+METRICS_EVENT_NAMES = f"{PREFIX}:metrics:event_names"
+#: hash: "outcome|status|event label" -> count (the labelled Prometheus counters)
+METRICS_COUNTERS = f"{PREFIX}:metrics:counters"
+#: hash: delivery latency histogram: bucket "le" -> count (not cumulative), and "sum_ms"
+METRICS_LATENCY = f"{PREFIX}:metrics:latency"
+#: Event names beyond this many share the label ``event="other"`` (event names are user data).
+METRICS_EVENT_LABELS_MAX = 100
+#: How long a per-minute bucket is kept (the console charts the last hour).
+METRICS_MINUTE_TTL_SECONDS = 2 * 60 * 60
+
+
+def minute_key(minute: int) -> str:
+    """The hash of outcome -> count for one minute (``minute`` is epoch seconds // 60)."""
+    return f"{PREFIX}:metrics:minute:{minute}"

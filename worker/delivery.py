@@ -184,7 +184,9 @@ class Deliverer:
             pipe.set(
                 contract.delivered_key(event["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS
             )
-            count_outcome(pipe, "delivered", event["event"], answer.status)
+            count_outcome(
+                pipe, "delivered", event["event"], answer.status, created_at=event.get("created_at")
+            )
             log_outcome(log, logging.INFO, "delivered", event, answer)
             if time.monotonic() - last_flush[0] >= MARKER_FLUSH_SECONDS:
                 pipe.execute()

@@ -10,6 +10,7 @@ import redis
 
 from producer import contract
 
+from . import metering
 from .ratelimit import Rate
 from .server import server_facts, warnings
 
@@ -18,13 +19,20 @@ ALIVE_SECONDS = 15.0
 
 
 def count_outcome(
-    pipe: redis.client.Pipeline, outcome: str, event_name: str, status: int | None
+    pipe: redis.client.Pipeline,
+    outcome: str,
+    event_name: str,
+    status: int | None,
+    *,
+    created_at: float | None = None,
 ) -> None:
-    """Queue the counter updates of one outcome (delivered, retried, dead_lettered)."""
-    key = contract.STATS_COUNTERS
-    pipe.hincrby(key, outcome, 1)
-    pipe.hincrby(key, f"{outcome}:event:{event_name}", 1)
-    pipe.hincrby(key, f"status:{status if status is not None else 'none'}", 1)
+    """Queue the counter updates of one outcome (delivered, retried, dead_lettered), and its
+    metrics (``created_at``, a delivery's enqueue time, for the latency histogram).
+
+    Into :data:`~producer.contract.STATS_COUNTERS` go ``outcome``, ``outcome:event:NAME`` and
+    ``status:CODE`` (``none`` without an HTTP answer), with the metrics in the same command.
+    """
+    metering.record(pipe, outcome, event_name, status, created_at=created_at)
 
 
 def worker_name() -> str:
