@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from typing import Any
 
@@ -55,9 +56,12 @@ def problem(message: Any) -> str | None:
         properties["delivery_info"], dict
     ):
         return "delivery_info is not an object"
-    for key in ("content-type", "content-encoding"):
-        if message.get(key) is not None and not isinstance(message[key], str):
-            return f"{key} is not text"
+    if message.get("content-encoding") is not None and not isinstance(
+        message["content-encoding"], str
+    ):
+        return "content-encoding is not text"
+    if message.get("content-type") not in (None, "application/json"):
+        return "not JSON (Celery's remote control accepts only JSON)"
     body, encoding = message.get("body"), properties.get("body_encoding")
     if body and not isinstance(body, str):
         return "body is not text"
@@ -68,6 +72,44 @@ def problem(message: Any) -> str | None:
             base64.b64decode(body.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError):
             return "body is not base64"
+    return None
+
+
+def command_problem(message: dict[str, Any]) -> str | None:
+    """What keeps Celery from running broadcast ``message`` (readable by kombu) as a command.
+
+    Celery handles a command that fails by closing and reopening the worker's remote-control
+    channel; one that cannot even be dispatched (a body that is not an object, no method, an
+    odd ``reply_to`` or clock) would do that on every such item. It is dropped before.
+    """
+    headers = message.get("headers") or {}
+    clock = headers.get("clock")
+    if clock is not None and (not isinstance(clock, int) or isinstance(clock, bool)):
+        return "clock is not a whole number"
+    if message.get("content-type") != "application/json":
+        return "not JSON"
+    if message.get("properties", {}).get("body_encoding") != "base64":
+        return "body not base64"
+    try:
+        body = json.loads(base64.b64decode(message.get("body") or ""))
+    except (ValueError, UnicodeDecodeError):
+        return "body is not JSON"
+    if not isinstance(body, dict) or not all(isinstance(key, str) for key in body):
+        return "body is not an object"
+    if not isinstance(body.get("method"), str):
+        return "no method"
+    if not isinstance(body.get("arguments"), (dict, type(None))):
+        return "arguments is not an object"
+    for key in ("destination", "pattern", "matcher", "ticket"):
+        if not isinstance(body.get(key), (str, list, type(None))):
+            return f"{key} is not text"
+    reply_to = body.get("reply_to")
+    if reply_to is not None and not (
+        isinstance(reply_to, dict)
+        and isinstance(reply_to.get("exchange"), str)
+        and isinstance(reply_to.get("routing_key"), str)
+    ):
+        return "reply_to is not {exchange, routing_key}"
     return None
 
 

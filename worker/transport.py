@@ -370,6 +370,8 @@ class Channel(kombu_redis.Channel):
 
     def _deliver_fanout_message(self, message: Any, exchange: str) -> bool:
         reason = pidbox.problem(message)
+        if reason is None and pidbox.is_control_queue(exchange):
+            reason = pidbox.command_problem(message)
         if reason is not None:
             pidbox.dropped(f"the {exchange} exchange ({reason})", message)
             return False

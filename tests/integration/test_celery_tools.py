@@ -8,27 +8,36 @@ as an operator would.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
+from kombu import Consumer, Exchange, Queue
+from kombu import Producer as Producer_
 
 from producer import Producer, contract, wire
 from producer.envelope import new_event
 from tests.chaos.receiver import Action, Answer, ChaosReceiver, Received
 from tests.helpers import ROOT, WorkerProcess, wait_for, worker_env
 from tests.observe import child_pids
+from worker.celery_app import create_control_app
+from worker.pidbox import readable
 
 pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
+PONG = {"limechat-events-1@host": {"ok": "pong"}}
 NODE = re.compile(r"limechat-events-(\d+)@")
 
 
@@ -199,26 +208,35 @@ def test_revoke_is_refused_and_the_revoked_id_is_still_delivered(
         receiver.stop()
 
 
+def command(body: Any, headers: Any = None, content_type: str = "application/json") -> str:
+    """A broadcast as kombu's Mailbox writes it, carrying ``body``."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(json.dumps(body).encode()).decode(),
+            "content-type": content_type,
+            "content-encoding": "utf-8",
+            "headers": headers or {},
+            "properties": {"delivery_tag": "t", "body_encoding": "base64"},
+        }
+    )
+
+
 HOSTILE_BROADCASTS: list[bytes | str] = [
     b"\xff\xfe not json",
     "5",
     "[]",
     "null",
     '{"__type__": "uuid", "__value__": 5}',
+    '{"__type__": "uuid", "__value__": {"hex": 5}}',  # (AttributeError in kombu's decoder)
+    '{"__type__": "bytes", "__value__": 5}',
     '{"properties": 1}',
     '{"properties": {"delivery_tag": "t"}, "headers": [1]}',
     '{"properties": {"delivery_tag": "t", "body_encoding": "rot13"}, "body": "x"}',
     '{"properties": {"delivery_tag": "t", "body_encoding": "base64"}, "body": "!!!"}',
-    # readable by kombu, but no command Celery knows
-    json.dumps(
-        {
-            "body": "W10=",  # "[]"
-            "content-type": "application/json",
-            "content-encoding": "utf-8",
-            "headers": {},
-            "properties": {"delivery_tag": "t", "body_encoding": "base64"},
-        }
-    ),
+    # readable by kombu, but not a command Celery can dispatch (it would reset its channel)
+    *[command(body) for body in ([], {}, {"method": 5}, {"method": "ping", "reply_to": 5})],
+    command({"method": "ping"}, headers={"clock": "x"}),
+    command({"method": "ping"}, content_type="application/x-python-serialize"),
 ]
 
 
@@ -239,7 +257,6 @@ def test_hostile_items_on_the_pidbox_channel_and_lists_do_not_stop_a_worker(
         for item in HOSTILE_BROADCASTS:
             assert int(r.publish(channel, item)) >= 1, "no worker subscribed to " + channel
             r.lpush(f"{node}.celery.pidbox", item)
-            r.lpush("0c1f-hostile.reply.celery.pidbox", item)
         wait_for(lambda: worker.saw("dropped"), 30, "the hostile broadcasts dropped")
 
         ping = celery(env, "inspect", "ping", "--timeout", "4")
@@ -253,6 +270,40 @@ def test_hostile_items_on_the_pidbox_channel_and_lists_do_not_stop_a_worker(
     finally:
         worker.stop()
         receiver.stop()
+
+
+def test_replies_are_read_as_they_are_and_unreadable_ones_dropped(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """What ``celery inspect`` reads: a reply list, through our transport (not vetted as events)."""
+    control = create_control_app({"REDIS_URL": redis_url})
+    exchange = Exchange("reply.celery.pidbox", type="direct")
+    queue = Queue("0c1f.reply.celery.pidbox", exchange, routing_key="0c1f", auto_delete=True)
+    got: list[Any] = []
+    with control.connection_for_read() as conn:
+        consumer = Consumer(conn, [queue], callbacks=[lambda body, _: got.append(body)])
+        consumer.accept = {"application/json"}
+        consumer.no_ack = True
+        with consumer:
+            for item in HOSTILE_BROADCASTS:
+                r.lpush(queue.name, item)
+            with Producer_(conn) as publish:
+                publish.publish(
+                    PONG,
+                    exchange=exchange,
+                    routing_key="0c1f",
+                    serializer="json",
+                )
+            deadline = time.monotonic() + 30
+            while PONG not in got:
+                assert time.monotonic() < deadline, got
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    conn.drain_events(timeout=1)
+    # (the readable items reach the asker as they are: Celery's reply collector checks them)
+    assert got[-1] == PONG and len(got) == 1 + sum(1 for i in HOSTILE_BROADCASTS if readable(i))
+    assert r.llen(queue.name) == 0
+    assert r.zcard(contract.DLQ_INDEX) == 0 and r.llen(contract.QUEUE) == 0
+    assert r.zcard(contract.TAKING) == 0  # (not moved through a taking list)
 
 
 def test_the_tools_app_is_not_a_worker(redis_url: str) -> None:
