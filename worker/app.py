@@ -26,6 +26,7 @@ from .fullredis import waiting_while_full
 from .limechat import LimechatClient
 from .logs import configure as configure_logging
 from .ratelimit import RateLimiter
+from .remote import PayloadHiddenRequest, nodename, refuse_unsafe_commands
 from .reporting import init_sentry, report_dead_letter
 from .schedule import Promoter, RetrySchedule
 from .server import eviction_warning, require_supported
@@ -238,12 +239,22 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         worker_pool="threads",
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        worker_enable_remote_control=False,
+        # `celery inspect`, `celery status`, Flower (worker/remote.py; README, "Celery's tools").
+        worker_enable_remote_control=settings.remote_control_on,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options=broker_options(settings),
     )
+
+    if settings.remote_control_on:
+        refuse_unsafe_commands()
+
+    @signals.celeryd_init.connect(weak=False, dispatch_uid="limechat-events-nodename")
+    def name_this_process(instance: Any = None, **_: Any) -> None:
+        # (before the worker's consumer and its pidbox take the name)
+        if instance is not None:
+            instance.hostname = nodename(instance.hostname)
 
     @signals.setup_logging.connect(weak=False)
     def setup_logging(**_: Any) -> None:
@@ -259,7 +270,13 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     deliverer.stopping = stopping
     schedule, dead_letters = deliverer.schedule, deliverer.dead_letters
 
-    @app.task(name=contract.TASK_DELIVER, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=contract.TASK_DELIVER,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        Request=PayloadHiddenRequest,
+    )
     def deliver(task: Any, *args: Any, **kwargs: Any) -> None:
         redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
         try:

@@ -54,6 +54,12 @@ class Settings:
     )
     sentry_dsn: str = field(default="", repr=False, metadata={"env": "SENTRY_DSN"})
     sentry_environment: str = field(default="", metadata={"env": "SENTRY_ENVIRONMENT"})
+    #: Celery's remote control (``celery inspect``, ``status``, Flower): ``on`` or ``off``
+    remote_control: str = field(default="on", metadata={"env": "LIMECHAT_REMOTE_CONTROL"})
+
+    @property
+    def remote_control_on(self) -> bool:
+        return self.remote_control == "on"
 
     @property
     def rate(self) -> Rate | None:
@@ -126,6 +132,7 @@ class Settings:
             ),
             sentry_dsn=env_str(environ, "SENTRY_DSN", ""),
             sentry_environment=env_str(environ, "SENTRY_ENVIRONMENT", ""),
+            remote_control=_on_off(environ, "LIMECHAT_REMOTE_CONTROL", d["remote_control"]),
         )
 
 
@@ -187,3 +194,17 @@ def _api_url(environ: Mapping[str, str], default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"LIMECHAT_API_URL={url!r} must be an http:// or https:// URL")
     return url
+
+
+_SWITCH = {
+    **dict.fromkeys(("on", "true", "yes", "1"), "on"),
+    **dict.fromkeys(("off", "false", "no", "0"), "off"),
+}
+
+
+def _on_off(environ: Mapping[str, str], name: str, default: str) -> str:
+    raw = env_str(environ, name, default)
+    try:
+        return _SWITCH[raw.lower()]
+    except KeyError:
+        raise ConfigError(f"{name}={raw!r} must be on or off") from None

@@ -12,6 +12,10 @@ worker takes is checked first (worker/vetting.py); one that is not a ``limechat.
 message we can read is swapped for a ``deliver`` message carrying it, so it lands in the DLQ as
 ``malformed`` with what arrived, and the worker goes on.
 
+Celery's remote control (``celery inspect``) is not vetted that way: its items are not events.
+They pass as they are, but only if kombu can read them (worker/pidbox.py), so that a hostile
+item on a reply list or the pidbox channel cannot stop a worker either.
+
 Stock kombu also dies when Redis is full ("Unrecoverable error: OutOfMemoryError"). Here a
 refused write in the consumer's loop backs off and tries again on the next poll, never
 blocking it for long (a SIGTERM must still stop the worker): a message taken but not recorded
@@ -38,7 +42,7 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
 from producer import contract
-from worker import taking
+from worker import pidbox, taking
 from worker.fullredis import FullRedisWait, is_full
 from worker.intake import take
 from worker.server import require_supported
@@ -79,6 +83,12 @@ class _CheckedBRPOP:
         )
         if command_name == "BRPOP" and isinstance(response, (list, tuple)):
             queue, item = response
+            if pidbox.is_control_queue(queue):
+                # (a remote-control reply: as it is, or dropped if kombu cannot read it)
+                if pidbox.readable(item) is None:
+                    pidbox.dropped(bytes_to_str(queue), item)
+                    return None
+                return response
             return queue, json.dumps(take(item, bytes_to_str(queue)))
         return response
 
@@ -265,8 +275,14 @@ class Channel(kombu_redis.Channel):
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
-        if len(queues) != 1 or list(self.priority_steps) != [0] or self.global_keyprefix:
-            # (several queues or priorities: BLMOVE takes one source; kombu's BRPOP it is)
+        if (
+            len(queues) != 1
+            or list(self.priority_steps) != [0]
+            or self.global_keyprefix
+            or pidbox.is_control_queue(queues[0])
+        ):
+            # (several queues or priorities: BLMOVE takes one source; kombu's BRPOP it is. A
+            # remote-control reply needs no taking list: it is not acknowledged anyway.)
             self._moving_from = None
             super()._brpop_start(timeout)  # type: ignore[misc]
             return
@@ -338,6 +354,28 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._moving_from = None
             self._flush_brpop_reauth()
+
+    def _receive_one(self, c: Any) -> Any:
+        # A broadcast on the pidbox channel that kombu cannot read would raise here (kombu
+        # catches only ValueError and TypeError from its decoder) and stop the worker.
+        try:
+            return super()._receive_one(c)  # type: ignore[misc]
+        except Empty:
+            raise
+        except self.connection_errors:
+            raise
+        except Exception as exc:
+            log.warning("dropped a broadcast kombu cannot read (%s: %s)", type(exc).__name__, exc)
+            return False
+
+    def _deliver_fanout_message(self, message: Any, exchange: str) -> bool:
+        reason = pidbox.problem(message)
+        if reason is None and pidbox.is_control_queue(exchange):
+            reason = pidbox.command_problem(message)
+        if reason is not None:
+            pidbox.dropped(f"the {exchange} exchange ({reason})", message)
+            return False
+        return bool(super()._deliver_fanout_message(message, exchange))  # type: ignore[misc]
 
     def sweep_taking(self) -> int:
         """Refresh this channel's taking lists; put back what dead workers (or this one) left."""
