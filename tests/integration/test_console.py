@@ -144,6 +144,12 @@ def test_a_post_without_the_csrf_token_or_from_another_origin_changes_nothing(
         headers={**AUTH, "Origin": "https://evil.example"},
     )
     assert elsewhere.status_code == 403 and "Origin" in elsewhere.text
+    cross = client.post(
+        "/dlq/act",
+        data={**form, "csrf_token": token},
+        headers={**AUTH, "Sec-Fetch-Site": "cross-site", "Origin": "null"},
+    )
+    assert cross.status_code == 403 and "Sec-Fetch-Site" in cross.text
     assert r.zcard(contract.DLQ_INDEX) == 12
     # ... and with the token, from this origin, the purge happens.
     done = client.post(

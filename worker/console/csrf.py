@@ -2,7 +2,9 @@
 
 The token is an HMAC of the user's name with the console's secret (``LIMECHAT_WEB_SECRET``,
 or a random one per process): a page from another site cannot read it, so cannot forge a
-form. A browser's ``Origin`` header, when sent, must also be ours.
+form. What a browser says of where a request comes from must also be ours: its
+``Sec-Fetch-Site`` when sent, and its ``Origin`` when sent and not ``null`` (under our
+``Referrer-Policy: no-referrer`` chromium sends ``Origin: null`` for our own forms).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ class Csrf:
 
     def problem(self, request: Request, user: str) -> str | None:
         """Why this POST is refused (None: it is not)."""
+        site = request.headers.get("Sec-Fetch-Site")
+        if site is not None and site != "same-origin":
+            return f"the request comes from another site (Sec-Fetch-Site: {site[:20]})"
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        if origin not in (None, "null", f"{request.scheme}://{request.host}"):
             return "the request comes from another site (its Origin is not this console's)"
         given = request.form.get(FIELD, "")
         if not given or not hmac.compare_digest(given, self.token(user)):
