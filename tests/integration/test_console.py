@@ -22,7 +22,7 @@ from werkzeug.test import Client
 from producer import contract
 from producer.errors import ConfigError
 from tests.chaos.redis_server import free_port
-from tests.helpers import TEST_TOKEN, run_cli, worker_env
+from tests.helpers import TEST_TOKEN, WorkerProcess, run_cli, worker_env
 from tests.integration.console_support import WEB_PASSWORD, WEB_USER, basic, running_console
 from tests.integration.test_dlq import PHONE, event
 from worker.console import ConsoleSettings, create_app
@@ -233,6 +233,25 @@ def test_pages_go_newest_first_by_cursor_and_filters_narrow_them(
     assert bad.status_code == 400 and "--status" in bad.text
 
 
+def test_a_rare_filter_reads_a_bounded_stretch_per_page(
+    client: FlaskClient, dead: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.console import views
+
+    monkeypatch.setattr(views, "SCAN_LIMIT", 4)
+    seen: list[str] = []
+    path: str | None = "/dlq?reason=auth&order=oldest&limit=25"
+    shorts = 0
+    while path is not None:
+        page = text(client, path)
+        shorts += 'id="short"' in page
+        seen += re.findall(r'name="ids" value="([^"]+)"', page)
+        nxt = re.search(r'id="next" href="([^"]+)"', page)
+        path = nxt.group(1).replace("&amp;", "&") if nxt else None
+        assert shorts < 10
+    assert seen == dead[1:6] and shorts >= 1
+
+
 def test_confirmation_states_the_count_then_replay_queues_exactly_that(
     client: FlaskClient, r: redis.Redis, dead: list[str]
 ) -> None:
@@ -328,3 +347,20 @@ def test_the_web_command_serves_the_console(redis_url: str, dead: list[str]) -> 
         asked = urllib.request.Request(url + "dlq", headers=AUTH)
         with urllib.request.urlopen(asked, timeout=30) as answer:
             assert "signup" in answer.read().decode()
+
+
+def test_up_starts_the_console_on_loopback_and_prints_its_url(
+    env: dict[str, str], dead: list[str]
+) -> None:
+    port = free_port()
+    env = {**env, "LIMECHAT_WORKER_PROCESSES": "1"}
+    argv = ["-m", "worker", "up", "--sandbox-port", str(free_port()), "--web-port", str(port)]
+    up = WorkerProcess(env, argv).start()
+    try:
+        assert up.saw(f"console: http://127.0.0.1:{port}/"), up.text()
+        assert up.saw("LIMECHAT_WEB_PASSWORD is not set")
+        # No password: this machine is let in (the console listens on loopback only).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dlq", timeout=30) as answer:
+            assert "signup" in answer.read().decode()
+    finally:
+        up.stop()

@@ -32,6 +32,9 @@ REASONS = (
     "internal_error",
 )
 PAGE_SIZES = (25, 50, 100, 200)
+#: Most entries one page reads: a rare filter over a large DLQ gives a short page (with a
+#: cursor to read on) in bounded time instead of reading until the page is full.
+SCAN_LIMIT = 3000
 ACTIONS = ("replay", "purge")
 
 T = TypeVar("T")
@@ -111,6 +114,7 @@ def dlq() -> str:
         selection,
         cursor=request.args.get("cursor") or None,
         limit=limit,
+        scan_limit=SCAN_LIMIT,
         newest_first=not oldest,
     )
     return render_template(
@@ -122,6 +126,8 @@ def dlq() -> str:
         order="oldest" if oldest else "newest",
         reasons=REASONS,
         page_sizes=PAGE_SIZES,
+        short=bool(page.next_cursor) and len(page.entries) < limit,
+        scan_limit=SCAN_LIMIT,
         cursor=request.args.get("cursor"),
         event_name=_event_name,
         active="dlq",
