@@ -52,3 +52,11 @@ def test_kill_stress_runs_and_loses_nothing(redis_url: str) -> None:
     args = ("bench.kill_stress", "--events", "300", "--kills", "2", "--runs", "1")
     result = run_bench(redis_url, *args, timeout=120)
     assert "lost in all: 0 in 2 kills" in result.stdout, result.stdout
+
+
+def test_console_pages_bench_runs(redis_url: str) -> None:
+    result = run_bench(
+        redis_url, "bench.console_pages", "--entries", "3000", "--rounds", "2", timeout=120
+    )
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| filter")]
+    assert len(rows) == 4, result.stdout

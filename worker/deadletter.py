@@ -219,11 +219,17 @@ class DeadLetters:
                     return
 
     def walk(
-        self, selection: Selection = EVERYTHING, after: Position | None = None
+        self,
+        selection: Selection = EVERYTHING,
+        after: Position | None = None,
+        *,
+        newest_first: bool = False,
     ) -> Iterator[tuple[Position, dict[str, Any]]]:
         """Every entry in the selection's time range (matching its other filters or not),
-        oldest first, with its place in the index; after ``after`` if given (a cursor)."""
-        for page in self._positions(selection, after):
+        oldest first (or newest first), with its place in the index; after ``after`` in that
+        order if given (a cursor)."""
+        positions = self._positions_newest if newest_first else self._positions
+        for page in positions(selection, after):
             # (a generator per page: its entries are let go before the next page is read)
             yield from self._load_page(page)
 
@@ -405,6 +411,40 @@ class DeadLetters:
             yield page
             last_id, last_time = page[-1]
             page = self._page_after(last_time, last_id, high)
+
+    def _positions_newest(
+        self, selection: Selection, after: Position | None = None
+    ) -> Iterator[builtins.list[tuple[bytes, float]]]:
+        """As :meth:`_positions`, newest first: Redis orders equal times by id descending
+        when reversed, so the cursor (time, id) is exact here too."""
+        low, high = _bounds(selection)
+        if after is not None and (selection.until is None or after[0] <= selection.until):
+            page = self._page_before(after[0], after[1], low)
+        else:
+            page = self._scores_newest(high, low, CHUNK)
+        while page:
+            yield page
+            last_id, last_time = page[-1]
+            page = self._page_before(last_time, last_id, low)
+
+    def _page_before(
+        self, last_time: float, last_id: bytes, low: str
+    ) -> builtins.list[tuple[bytes, float]]:
+        want = CHUNK
+        while True:
+            rows = self._scores_newest(repr(last_time), low, want)
+            before = [(m, t) for m, t in rows if t < last_time or m < last_id]
+            if before or len(rows) < want:
+                return before
+            want *= 2  # a whole page tied with the last id read: look further along
+
+    def _scores_newest(self, high: str, low: str, count: int) -> builtins.list[tuple[bytes, float]]:
+        return cast(
+            "builtins.list[tuple[bytes, float]]",
+            self._redis.zrevrangebyscore(
+                contract.DLQ_INDEX, high, low, start=0, num=count, withscores=True
+            ),
+        )
 
     def _page_after(
         self, last_time: float, last_id: bytes, high: str

@@ -78,6 +78,26 @@ def test_pages_follow_a_cursor_through_filtered_entries_to_the_last_page(
             assert {p.total for p in pages} == {total}
 
 
+def test_newest_first_pages_are_the_same_entries_in_reverse(
+    ops: Ops, r: redis.Redis, mixed: list[str]
+) -> None:
+    everything = DeadLetters(r).list()
+    middle = everything[12]["dead_lettered_at"]
+    for selection in [
+        Selection(),
+        Selection(reason="auth"),
+        Selection(event="order_placed"),
+        Selection(until=middle),  # (a cursor may start past ``until``: it starts at it)
+        Selection(since=middle, event="order_placed"),
+    ]:
+        expected = [e["event_id"] for e in everything if selection.matches(e)][::-1]
+        for limit in (1, 4, 50):
+            pages = all_pages(ops, selection, limit, newest_first=True)
+            got = [e["event_id"] for p in pages for e in p.entries]
+            assert got == expected, (selection, limit)
+            assert pages[-1].next_cursor is None
+
+
 def test_a_page_of_nothing_and_a_rare_filter_with_a_scan_limit(
     ops: Ops, r: redis.Redis, mixed: list[str]
 ) -> None:

@@ -26,6 +26,7 @@ else:  # the dev extras bring tomli on 3.10
     import tomli as tomllib
 
 from worker.cli import main
+from worker.console.settings import environment_variables as console_variables
 from worker.settings import environment_variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +188,8 @@ def test_the_smoke_starts_the_worker_with_the_procfiles_line(
 def test_the_readme_documents_every_variable_with_its_default() -> None:
     readme = (ROOT / "README.md").read_text()
     rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", readme, flags=re.M))
-    for name, default in environment_variables().items():
+    declared = {**environment_variables(), **console_variables()}
+    for name, default in declared.items():
         assert name in rows, f"{name} is not in the README's table"
         if default is None:
             assert "required" in rows[name], name

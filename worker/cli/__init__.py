@@ -1,8 +1,8 @@
 """``limechat-events``: run a worker, send events, run the sandbox, inspect and replay the DLQ.
 
 One module per concern: ``run`` (worker, up, sandbox), ``send``, ``dlq``, ``inspect`` (stats,
-retries, ping); ``render`` draws tables and times, ``common`` maps errors to exit codes. The
-commands call :mod:`worker.operations`, which the web console calls too.
+retries, ping), ``web`` (the console); ``render`` draws tables and times, ``common`` maps
+errors to exit codes. The commands call :mod:`worker.operations`, which the web console calls too.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main() -> None:
 
 
 # The commands, in the order `--help` lists them (click sorts them by name anyway).
-from . import dlq, inspect, run, send  # noqa: E402
+from . import dlq, inspect, run, send, web  # noqa: E402
 
 main.add_command(run.worker)
 main.add_command(send.send)
@@ -34,5 +34,6 @@ main.add_command(dlq.dlq)
 main.add_command(inspect.stats)
 main.add_command(inspect.retries)
 main.add_command(inspect.ping)
+main.add_command(web.web)
 
 __all__ = ["main"]

@@ -66,14 +66,27 @@ def sandbox(host: str, port: int, token: str | None, account: str | None) -> Non
     help="Port of the sandbox started when no credentials are set.",
 )
 @click.option("--processes", type=click.IntRange(min=1), help=PROCESSES_HELP)
-def up(sandbox_port: int, processes: int | None) -> None:
-    """Development: start Redis if none answers, the sandbox if no credentials, and a worker."""
+@click.option(
+    "--web-port",
+    default=8780,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the web console, on loopback.",
+)
+@click.option("--no-web", is_flag=True, help="Do not start the web console.")
+def up(sandbox_port: int, processes: int | None, web_port: int, no_web: bool) -> None:
+    """Development: start Redis if none answers, the sandbox if no credentials, a worker, and
+    the web console on loopback."""
     from ..devrun import bring_up
 
     try:
         settings = bring_up(sandbox_port)
     except ConfigError as exc:
         fail(str(exc), 2)
+    if not no_web:
+        from .web import start_beside
+
+        start_beside(web_port)
     run_workers(settings, None, processes)
 
 

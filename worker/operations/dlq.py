@@ -47,7 +47,7 @@ def parse_selection(
 
 @dataclass(frozen=True)
 class Page:
-    """One page of matching entries, oldest first.
+    """One page of matching entries, oldest first (newest first if asked).
 
     ``next_cursor`` gives the next page (None: this is the last). ``total`` is how many
     entries match in all when one read can tell (no event, status or account filter; a
@@ -66,8 +66,12 @@ def list_page(
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
     scan_limit: int | None = None,
+    newest_first: bool = False,
 ) -> Page:
     """The ``limit`` matching entries after ``cursor`` (from the page before; None: the first).
+
+    Oldest first, or with ``newest_first`` newest first (a console's order); a cursor is
+    read in the order of the call that gave it.
 
     A page costs reads in proportion to the entries it passes over, however deep it is (the
     cursor is a place in the index, not an offset). With ``scan_limit``, a page stops after
@@ -83,7 +87,7 @@ def list_page(
     scanned = 0
     with ops.store() as client:
         dead = DeadLetters(client)
-        for position, entry in dead.walk(selection, after):
+        for position, entry in dead.walk(selection, after, newest_first=newest_first):
             if selection.matches(entry):
                 if len(found) == limit:  # one more matches: there is a next page
                     return Page(found, encode_cursor(last), dead.count_cheaply(selection))
