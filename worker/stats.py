@@ -11,6 +11,7 @@ import redis
 from producer import contract
 
 from . import metering
+from .queueage import oldest_waiting_age
 from .ratelimit import Rate
 from .server import server_facts, warnings
 
@@ -81,7 +82,11 @@ def snapshot(client: redis.Redis, account: str | None, rate: Rate | None) -> dic
     return {
         # (in flight: recorded as unacknowledged, or moved into a worker's taking list and
         # not recorded yet, which is where a worker that died at that moment left it)
-        "queue": {"waiting": queued, "in_flight": in_flight + _being_taken(client, taking_lists)},
+        "queue": {
+            "waiting": queued,
+            "in_flight": in_flight + _being_taken(client, taking_lists),
+            "oldest_age_seconds": round(oldest_waiting_age(client, now), 3),
+        },
         "retries": {
             "parked": parked + claimed,
             "next_due_in_seconds": round(first_due[0][1] - now, 3) if first_due else None,

@@ -67,7 +67,8 @@ def stats(data: dict[str, Any]) -> None:
     for warning in data["redis"]["warnings"]:
         click.echo(f"WARNING: {warning}")
     due = retries["next_due_in_seconds"]
-    click.echo(f"queue:      {queue['waiting']} waiting, {queue['in_flight']} in flight")
+    oldest = f" (the next waiting {queue['oldest_age_seconds']:.0f}s)" if queue["waiting"] else ""
+    click.echo(f"queue:      {queue['waiting']} waiting{oldest}, {queue['in_flight']} in flight")
     click.echo(
         f"retries:    {retries['parked']} parked"
         + (f", next due in {max(due, 0):.1f}s" if due is not None else "")
