@@ -23,6 +23,9 @@ LOGGER = "limechat_events"
 # A run of 8-15 digits with an optional leading '+': an E.164 number or something like it.
 # Not followed by '-' or '.digit', so the first group of a uuid or an epoch time is left alone.
 _PHONE = re.compile(r"(?<![\w.-])\+?\d{8,15}(?![\d-]|\.\d)")
+# The same with single spaces or hyphens between groups, as people write them
+# (``+91 98765 43210``, ``+1-415-555-0100``): only after a '+', which uuids and times never have.
+_SPACED_PHONE = re.compile(r"(?<![\w.+-])\+\d{1,4}(?:[ -]\d{1,6}){1,5}(?![\w-])")
 
 
 def mask_phone(phone: object) -> str:
@@ -35,7 +38,14 @@ def mask_phone(phone: object) -> str:
 
 def mask_phones_in(text: str) -> str:
     """Every phone-like number in ``text`` masked (for third-party log lines and Sentry)."""
+    text = _SPACED_PHONE.sub(_mask_spaced, text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+def _mask_spaced(match: re.Match[str]) -> str:
+    found = match.group(0)
+    digits = sum(c.isdigit() for c in found)
+    return mask_phone(found) if 8 <= digits <= 15 else found
 
 
 def log_outcome(

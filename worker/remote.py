@@ -27,6 +27,11 @@ REFUSED = {
     "revoke_by_stamped_headers": _LOST,
     "add_consumer": "a worker takes only its own queue",
     "cancel_consumer": "a worker that stops taking its queue would look alive and do nothing",
+    # Celery's own rate limit holds taken messages in worker memory: one held past the
+    # visibility timeout is put back and sent twice, and the copies starve the queue
+    # (LIMECHAT_RATE_LIMIT is the cluster-wide limit). Time limits kill a POST mid-way.
+    "rate_limit": "held messages outlive the visibility timeout and are sent twice",
+    "time_limit": "a POST cut short may have reached LimeChat: use LIMECHAT_TIMEOUT_SECONDS",
 }
 
 

@@ -27,6 +27,7 @@ from tests.integration.console_support import WEB_PASSWORD, WEB_USER, basic, run
 from tests.integration.test_dlq import PHONE, event
 from worker.console import ConsoleSettings, create_app
 from worker.console.app import CSP
+from worker.console.auth import loopback_only
 from worker.deadletter import DeadLetters
 from worker.operations import Ops
 from worker.outcome import Reason
@@ -366,3 +367,47 @@ def test_up_starts_the_console_on_loopback_and_prints_its_url(
             assert "signup" in answer.read().decode()
     finally:
         up.stop()
+
+
+def test_a_confirmed_range_ending_in_the_future_takes_nothing_dead_lettered_after(
+    client: FlaskClient, r: redis.Redis, dead: list[str]
+) -> None:
+    # Given a purge of every http_4xx entry until 2099, confirmed with its count
+    token = token_of(text(client, "/dlq"))
+    form = {
+        "csrf_token": token,
+        "action": "purge",
+        "scope": "matching",
+        "reason": "http_4xx",
+        "until": "2099-01-01T00:00:00Z",
+    }
+    confirm = client.post("/dlq/confirm", data=form, headers=AUTH)
+    assert "Purge 7 dead letters?" in confirm.text
+    act = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', confirm.text))
+    # When three more arrive before the operator clicks
+    later = [event(i=100 + i) for i in range(3)]
+    for e in later:
+        DeadLetters(r).add(e, Reason.HTTP_4XX, status=400, now=time.time() + 5)
+    done = client.post("/dlq/act", data=act, headers=AUTH)
+    # Then the purge takes the seven it stated, not the three it never showed
+    assert 'data-done="7"' in done.text
+    left = {e["event_id"] for e in DeadLetters(r).list()}
+    assert {e["id"] for e in later} <= left
+
+
+def test_a_console_without_a_password_answers_only_to_loopback_names(redis_url: str) -> None:
+    # (a page elsewhere could rebind its own name to 127.0.0.1: its Host header gives it away)
+    ops = Ops(OperatorSettings(redis_url=redis_url))
+    app = create_app(ops, ConsoleSettings(password=""), authorize=loopback_only)
+    c = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    for host in ("127.0.0.1:8780", "localhost:8780", "[::1]:8780", "localhost"):
+        assert c.get("/dlq", base_url=f"http://{host}", environ_base=local).status_code == 200
+    for host in ("attacker.example:8780", "127.0.0.1.nip.io", "evil"):
+        answer = c.get("/dlq", base_url=f"http://{host}", environ_base=local)
+        assert answer.status_code in (401, 403), host
+    far = {"REMOTE_ADDR": "192.0.2.7"}
+    assert c.get("/dlq", base_url="http://127.0.0.1:8780", environ_base=far).status_code in (
+        401,
+        403,
+    )

@@ -1,6 +1,7 @@
-"""Every key lives under ``limechat:`` (README, *How it works*), except the two bookkeeping
-keys kombu writes when a worker declares the queue (``_kombu.binding.limechat:events`` and
-``_kombu.binding_permanent.limechat:events``).
+"""Every key lives under ``limechat:`` (README, *How it works*), except the bookkeeping keys
+kombu writes when a worker declares the queue (``_kombu.binding.limechat:events`` and
+``_kombu.binding_permanent.limechat:events``) and, with remote control on, its mailbox
+(``_kombu.binding.celery.pidbox``, ``_kombu.binding_deadlines``).
 
 A worker goes through every outcome (delivered, retried and promoted, dead-lettered, paused by
 a 429, rate limited, an idempotency key remembered); then ``SCAN`` shows nothing else, while it
@@ -28,6 +29,7 @@ def foreign_keys(r: redis.Redis) -> list[str]:
     keys = [k.decode() for k in r.scan_iter(count=1000)]
     assert keys, "SCAN found nothing at all"
     kombu = {f"_kombu.{table}.limechat:events" for table in ("binding", "binding_permanent")}
+    kombu |= {"_kombu.binding.celery.pidbox", "_kombu.binding_deadlines"}  # (remote control)
     return sorted(k for k in keys if not k.startswith("limechat:") and k not in kombu)
 
 

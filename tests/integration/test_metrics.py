@@ -5,6 +5,7 @@ real worker did and what ``limechat-events stats --json`` (its own process) show
 from __future__ import annotations
 
 import itertools
+import base64
 import json
 import threading
 import time
@@ -221,6 +222,22 @@ def test_oldest_waiting_age_and_queue_gauges_with_no_worker(
     assert value(scrape(r), "limechat_queue_oldest_age_seconds") == 0
     r.delete(contract.QUEUE)
     assert value(scrape(r), "limechat_queue_oldest_age_seconds") == 0
+
+    # Nor does anything hostile at the front read as anything but 0: deep nesting, times too
+    # large for a float or infinite (monitoring must work best when workers are down)
+    hostile = [b"[" * 100_000]
+    for created in ("1" + "0" * 400, "-1e999", "1e999"):
+        event = new_event("odd", PHONE, "d", {}, None, now=now)
+        message = json.loads(wire.encode_message([event]))
+        body = json.dumps([[[{**event, "created_at": "TIME"}]], {}, {}])
+        message["body"] = base64.b64encode(body.replace('"TIME"', created).encode()).decode()
+        assert message["properties"]["body_encoding"] == "base64"
+        hostile.append(json.dumps(message).encode())
+    for item in hostile:
+        r.delete(contract.QUEUE)
+        r.rpush(contract.QUEUE, item)
+        assert value(scrape(r), "limechat_queue_oldest_age_seconds") == 0
+        assert stats_json(redis_url)["queue"]["oldest_age_seconds"] == 0
 
 
 def record_many(redis_url: str, names: list[str], outcome: str = "delivered") -> None:

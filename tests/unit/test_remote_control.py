@@ -9,11 +9,12 @@ import sys
 from typing import Any
 
 import pytest
+from celery.worker.control import Panel
 
 from producer import ConfigError
 from tests.helpers import ROOT
 from worker.pidbox import command_problem, is_control_queue, problem, readable
-from worker.remote import nodename
+from worker.remote import REFUSED, nodename, refuse_unsafe_commands
 from worker.settings import Settings
 
 CREDS = {"LIMECHAT_ACCESS_TOKEN": "tok", "LIMECHAT_ACCOUNT_ID": "acct"}
@@ -94,6 +95,15 @@ def test_what_celery_cannot_dispatch_is_refused(message: dict[str, Any]) -> None
 def test_undecodable_json_is_not_readable() -> None:
     for item in (b"\xff", b"{", b'{"__type__": "uuid", "__value__": {"hex": 5}}'):
         assert readable(item) is None
+
+
+def test_commands_that_would_send_twice_or_lose_events_are_refused() -> None:
+    # (Celery's rate_limit holds messages past the visibility timeout: they are sent twice)
+    assert {"revoke", "terminate", "rate_limit", "time_limit", "cancel_consumer"} <= set(REFUSED)
+    refuse_unsafe_commands()
+    for name in REFUSED:
+        answer = Panel.data[name](state=None, task_name="limechat.deliver", rate_limit="1/m")
+        assert answer["error"].startswith(f"limechat-events refuses {name}"), answer
 
 
 def test_each_process_gets_a_node_name_of_its_own() -> None:

@@ -50,8 +50,20 @@ class BasicAuth:
 
 
 def loopback_only(request: Request) -> str | None:
-    """No password: let in requests from this machine only (a console bound to loopback)."""
-    return "local" if is_loopback(request.remote_addr or "") else None
+    """No password: let in requests from this machine only (a console bound to loopback).
+
+    The Host must name loopback too: a page the operator opens elsewhere could rebind its own
+    name to 127.0.0.1 (DNS rebinding), and its requests would then come from this machine.
+    """
+    local = is_loopback(request.remote_addr or "") and is_loopback(_hostname(request.host))
+    return "local" if local else None
+
+
+def _hostname(host: str) -> str:
+    """``host`` of a Host header without its port (``[::1]:8780`` -> ``::1``)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def is_loopback(host: str) -> bool:

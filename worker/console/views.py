@@ -156,10 +156,12 @@ def confirm() -> str:
     """What a replay or purge would take, with its count, and the form that does it."""
     action, filters, ids = _action_request()
     # The count must be what the action takes: entries dead-lettered after this page was
-    # drawn are left out by pinning the end of the time range to now.
-    if not filters.get("until"):
-        filters["until"] = _iso(time.time())
+    # drawn are left out by pinning the end of the time range to now at the latest.
     selection = _selection(filters)
+    now = time.time()
+    if selection.until is None or selection.until > now:
+        filters["until"] = _iso(now)
+        selection = _selection(filters)
     # (relative times such as 2h are fixed too, so the action takes the range counted here)
     filters["since"] = _iso(selection.since) if selection.since is not None else None
     filters["until"] = _iso(selection.until) if selection.until is not None else None
