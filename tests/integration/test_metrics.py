@@ -4,8 +4,8 @@ real worker did and what ``limechat-events stats --json`` (its own process) show
 
 from __future__ import annotations
 
-import itertools
 import base64
+import itertools
 import json
 import threading
 import time
