@@ -181,7 +181,7 @@ def test_stats_count_what_a_real_worker_did_and_show_its_pause(
     assert data["by_event"] == {**expected["by_event"], "throttled": {"retried": 1}}
     assert data["by_status"] == {**expected["by_status"], "429": 1}
     assert data["dlq"] == {"depth": 2, "by_reason": {"exhausted": 1, "http_4xx": 1}}
-    assert data["queue"] == {"waiting": 0, "in_flight": 0}
+    assert data["queue"] == {"waiting": 0, "in_flight": 0, "oldest_age_seconds": 0}
     assert data["retries"]["parked"] == 1 and data["workers_alive"] == 1
     assert 0 < data["rate_limit"]["paused_for_seconds"] <= 30
     assert "PAUSED for" in text.stdout and "dlq:        2 (exhausted 1, http_4xx 1)" in text.stdout
