@@ -231,8 +231,9 @@ def test_stats_counts_everything_and_shows_a_pause(
             for n in ("order_placed", "order_placed", "refused", "down")
         ]
     )
-    assert deliverer._limiter is not None
-    deliverer._limiter.pause(30)
+    limiter = deliverer.limiter(deliverer.accounts.by_id[TEST_ACCOUNT])
+    assert limiter is not None
+    limiter.pause(30)
     cli = CliRunner(
         env={
             "REDIS_URL": redis_url,

@@ -96,6 +96,9 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
     # SIGTERM (a deploy) or a Ctrl-C is a clean stop, not death by signal (143) or "Aborted!".
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_before_start)
+    # A reload asked for before the worker can do one would kill it (SIGHUP's default): the
+    # accounts are being read now anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     count = processes or settings.processes  # (settings resolve "one per CPU")
     if count == 1:
         run_worker(settings, concurrency)
