@@ -308,3 +308,70 @@ def test_one_accounts_backlog_and_429_pause_do_not_hold_back_another(
     finally:
         worker.stop()
         sandbox.stop()
+
+
+def test_operators_see_and_select_each_account(
+    tmp_path: Path, redis_url: str, r: redis.Redis, producer: Producer
+) -> None:
+    from click.testing import CliRunner
+
+    from producer.envelope import new_event
+    from worker.cli import main
+    from worker.outcome import Reason
+    from worker.ratelimit import Rate, RateLimiter
+    from worker.schedule import RetrySchedule
+
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        accounts_toml({"a": "tok-a"}, {"a": "10/s"})
+        + '\n[[accounts]]\nid = "b"\ntoken_env = "B_TOKEN"\nrate_limit = "100/s"\nburst = 100\n'
+    )
+    # Given events waiting for a and b, one parked for b, dead letters for b and an unknown c
+    for n in range(3):
+        producer.send_event("e", phone=PHONE, data={"n": n}, account="a")
+    producer.send_event("e", phone=PHONE, account="b")
+    RetrySchedule(r, batch_size=50, claim_timeout=60).park(
+        new_event("later", PHONE, PHONE, {}, "b"), 600
+    )
+    dead = DeadLetters(r)
+    b_dead, _ = dead.add(new_event("x", PHONE, PHONE, {}, "b"), Reason.HTTP_4XX, status=400)
+    c_dead, _ = dead.add(new_event("y", PHONE, PHONE, {}, "c"), Reason.UNKNOWN_ACCOUNT)
+    RateLimiter(r, "a", Rate(10, 5)).pause(30)
+    cli = CliRunner(env={"REDIS_URL": redis_url, "LIMECHAT_ACCOUNTS_FILE": str(path)})
+
+    # Then stats shows each account (c too: events name it), a's pause, b's own limit
+    result = cli.invoke(main, ["stats", "--json"])
+    assert result.exit_code == 0, result.output
+    section = json.loads(result.output)["by_account"]
+    rows = {row["account"]: row for row in section["accounts"]}
+    assert section["complete"] is True and list(rows) == ["a", "b", "c"]
+    assert (rows["a"]["waiting"], rows["a"]["parked"], rows["a"]["dlq"]) == (3, 0, 0)
+    assert (rows["b"]["waiting"], rows["b"]["parked"], rows["b"]["dlq"]) == (1, 1, 1)
+    assert (rows["c"]["configured"], rows["c"]["dlq"]) == (False, 1)
+    assert 25 < rows["a"]["rate_limit"]["paused_for_seconds"] <= 30
+    assert rows["b"]["rate_limit"]["limit"] == "100/s (burst 100)"
+    text = cli.invoke(main, ["stats"]).output
+    assert "PAUSED" in text.split("\n  a ")[1].split("\n")[0]
+    assert "c  " in text and "NOT SET" in text
+
+    # and the DLQ and the retries select by account
+    listed = cli.invoke(main, ["dlq", "list", "--json", "--account", "c"])
+    assert [e["event_id"] for e in json.loads(listed.output)] == [c_dead["event_id"]]
+    exported = cli.invoke(main, ["dlq", "export", "--account", "b"])
+    assert [json.loads(line)["event_id"] for line in exported.stdout.splitlines()] == [
+        b_dead["event_id"]
+    ]
+    parked_b = cli.invoke(main, ["retries", "list", "--json", "--account", "b"])
+    assert [e["event"] for e in json.loads(parked_b.output)] == ["later"]
+    parked_a = cli.invoke(main, ["retries", "list", "--json", "--account", "a"])
+    assert json.loads(parked_a.output) == []
+    purged = cli.invoke(main, ["dlq", "purge", "--all", "--account", "c", "--yes"])
+    assert purged.exit_code == 0, purged.output
+    assert [e["account"] for e in DeadLetters(r).list()] == ["b"]
+
+    # ping checks every account of the file, tokens included
+    ping = cli.invoke(main, ["ping"])
+    assert ping.exit_code == 1 and "B_TOKEN" in ping.output and "line" in ping.output
+    ping = cli.invoke(main, ["ping"], env={"B_TOKEN": "tok-b"})
+    assert ping.exit_code == 0, ping.output
+    assert "accounts: a, b" in ping.output
