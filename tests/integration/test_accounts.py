@@ -247,6 +247,7 @@ def _parked(r: redis.Redis) -> int:
     return int(r.zcard(contract.RETRY_DUE)) + int(r.zcard(contract.RETRY_CLAIMED))
 
 
+@pytest.mark.timeout(400)
 def test_one_accounts_backlog_and_429_pause_do_not_hold_back_another(
     tmp_path: Path, redis_url: str, r: redis.Redis, big_producer: Producer
 ) -> None:
@@ -285,7 +286,7 @@ def test_one_accounts_backlog_and_429_pause_do_not_hold_back_another(
         # Given A's backlog taken off the queue and waiting for its slots, A paused by a 429
         wait_for(lambda: paused, 60, "A's 429")
         wait_for(
-            lambda: r.llen(contract.QUEUE) == 0 and _parked(r) >= 19_900, 180, "A's backlog parked"
+            lambda: r.llen(contract.QUEUE) == 0 and _parked(r) >= 19_900, 240, "A's backlog parked"
         )
         drained = time.monotonic() - started
         # When B sends 100 events
