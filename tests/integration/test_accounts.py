@@ -355,6 +355,13 @@ def test_operators_see_and_select_each_account(
     assert "PAUSED" in text.split("\n  a ")[1].split("\n")[0]
     assert "c  " in text and "NOT SET" in text
 
+    # and /metrics has each account's pause
+    from worker import metrics
+
+    exposition = metrics.collect(r, ["a", "b"]).decode()
+    assert 'limechat_rate_limit_paused{account="a"} 1.0' in exposition
+    assert 'limechat_rate_limit_paused{account="b"} 0.0' in exposition
+
     # and the DLQ and the retries select by account
     listed = cli.invoke(main, ["dlq", "list", "--json", "--account", "c"])
     assert [e["event_id"] for e in json.loads(listed.output)] == [c_dead["event_id"]]
