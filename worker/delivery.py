@@ -338,7 +338,7 @@ class Deliverer:
         )
         if new and self._on_dead_letter is not None:
             try:
-                self._on_dead_letter(entry)
+                self._on_dead_letter({**entry, "account": self._label(event)})
             except Exception:  # (a report that fails must not undo the dead letter)
                 log.exception("could not report the dead letter of evt=%s", entry["event_id"])
 

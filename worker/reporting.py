@@ -53,7 +53,7 @@ def remember_tokens(tokens: Iterable[str]) -> None:
 
 def report_dead_letter(entry: dict[str, Any]) -> None:
     """One Sentry event per dead letter, grouped by event name and reason, tagged with the
-    account the event named (``default`` for none)."""
+    account (the worker passes the one it went to; ``default`` if none is known)."""
     event = entry.get("event") or {}
     name = str(event.get("event"))
     reason = str(entry.get("reason"))

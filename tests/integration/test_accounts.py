@@ -3,6 +3,7 @@ checking that each request carries its own account's token."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -383,3 +384,60 @@ def test_operators_see_and_select_each_account(
     ping = cli.invoke(main, ["ping"], env={"B_TOKEN": "tok-b"})
     assert ping.exit_code == 0, ping.output
     assert "accounts: a, b" in ping.output
+
+
+def test_reserving_many_slots_gives_what_as_many_reservations_would(r: redis.Redis) -> None:
+    from worker.ratelimit import Rate, RateLimiter
+
+    now = 1_000_000.0
+    one_by_one = RateLimiter(r, "one", Rate(10, 3))
+    in_bulk = RateLimiter(r, "bulk", Rate(10, 3))
+    for limiter in (one_by_one, in_bulk):
+        limiter.acquire(now=now)  # (a slot taken already)
+        limiter.pause(2.0, now=now)  # (and a pause: every slot after it)
+    singles = [one_by_one.acquire(now=now).at for _ in range(40)]
+    at, slots = in_bulk.reserve(40, now=now)
+    assert at == now and slots == pytest.approx(singles, abs=1e-5)
+    assert slots[0] == pytest.approx(now + 2.0) and slots[-1] > slots[0]
+    # and the next single reservation comes after them, as after the singles
+    assert in_bulk.acquire(now=now).at == pytest.approx(one_by_one.acquire(now=now).at)
+
+
+def test_a_paused_accounts_batch_is_parked_in_one_go_holding_its_slots(
+    tmp_path: Path, redis_url: str, r: redis.Redis
+) -> None:
+    from producer.envelope import new_event
+    from worker.app import build_deliverer
+    from worker.ratelimit import Rate, RateLimiter
+    from worker.settings import Settings
+
+    path = tmp_path / "accounts.toml"
+    path.write_text(accounts_toml({"a": "tok-a", "b": "tok-b"}, {"a": "10/s", "b": "1000/s"}))
+    sandbox = Sandbox(accounts={"a": "tok-a", "b": "tok-b"}).start()
+    try:
+        env = {
+            "LIMECHAT_ACCOUNTS_FILE": str(path),
+            "REDIS_URL": redis_url,
+            "LIMECHAT_API_URL": sandbox.url,
+        }
+        deliverer = build_deliverer(Settings.from_env(env), r)
+        RateLimiter(r, "a", Rate(10, 5)).pause(30)
+        a_limiter = deliverer.limiter(deliverer.accounts.by_id["a"])
+        assert a_limiter is not None
+        asked: list[object] = []
+        acquire = a_limiter.acquire
+        a_limiter.acquire = lambda *args, **kw: asked.append(1) or acquire(*args, **kw)  # type: ignore[method-assign]
+        batch = [new_event("e", PHONE, PHONE, {"n": n}, "ab"[n % 5 == 0]) for n in range(50)]
+        deliverer.deliver_batch(batch, check_markers=False)
+        # B's ten went at once; A's forty are parked, each holding its own slot after the pause
+        assert by_account(sandbox) == Counter({"b": 10})
+        payloads = [json.loads(p) for p in r.hvals(contract.RETRY_EVENTS)]
+        assert len(payloads) == 40 and {p["account"] for p in payloads} == {"a"}
+        assert len(asked) == 1  # (the first one; the other 39 were reserved with it)
+        slots = sorted(p["slot_at"] for p in payloads)
+        gaps = [b - a for a, b in itertools.pairwise(slots)]
+        assert all(g == pytest.approx(0.1, abs=1e-4) for g in gaps[5:]), gaps
+        due = sorted(score for _, score in r.zrange(contract.RETRY_DUE, 0, -1, withscores=True))
+        assert due[0] > slots[0] - 1 and due[0] == pytest.approx(slots[0] - 0.5, abs=0.5)
+    finally:
+        sandbox.stop()

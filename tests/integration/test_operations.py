@@ -132,6 +132,8 @@ def test_sentry_gets_one_event_per_dead_letter_tagged_grouped_and_scrubbed(
     assert auth["level"] == "error"
     assert by_reason["http_4xx"]["level"] == by_reason["exhausted"]["level"] == "warning"
     assert auth["tags"]["event_name"] == "unauthorised" and auth["tags"]["status"] == "401"
+    # (sent with no account: tagged with the account it went to, the default one)
+    assert {e["tags"]["account"] for e in reported} == {TEST_ACCOUNT}
     assert auth["fingerprint"] == ["limechat-dead-letter", "unauthorised", "auth"]
     assert by_reason["exhausted"]["contexts"]["dead_letter"]["attempts"] == 2
     text = json.dumps(reported)
