@@ -28,7 +28,8 @@ PROCESSES_HELP = "Worker processes [default: LIMECHAT_WORKER_PROCESSES or one pe
 def worker(concurrency: int | None, processes: int | None) -> None:
     """Run a worker: deliver queued events to LimeChat and promote parked retries.
 
-    Needs LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID (refuses to start without them).
+    Needs LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID, or LIMECHAT_ACCOUNTS_FILE for several
+    accounts (refuses to start without them); SIGHUP re-reads the accounts file.
     Runs one process per CPU (a Python process delivers on one core), each with its threads;
     the processes share the queue, the rate limit and the retries through Redis.
     Stop it with SIGTERM or Ctrl-C: running deliveries finish, unstarted ones stay queued.
