@@ -14,18 +14,20 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 from celery import Celery, signals
+from celery.apps import worker as celery_worker_module
 from celery.exceptions import Reject
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from producer import contract
 
+from . import reload
+from .accounts import Accounts
 from .deadletter import DeadLetters
 from .delivery import Deliverer
 from .fullredis import waiting_while_full
 from .limechat import LimechatClient
 from .logs import configure as configure_logging
-from .ratelimit import RateLimiter
 from .remote import PayloadHiddenRequest, nodename, refuse_unsafe_commands
 from .reporting import init_sentry, report_dead_letter
 from .schedule import Promoter, RetrySchedule
@@ -162,24 +164,23 @@ def build_deliverer(
     on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
 ) -> Deliverer:
     """The delivery machinery of one worker process, wired from ``settings``."""
-    rate = settings.rate
     return Deliverer(
         settings,
         client,
         LimechatClient(
-            settings.api_url,
-            settings.access_token,
-            settings.account_id,
-            settings.timeout_seconds,
-            connections=settings.concurrency,
+            settings.api_url, settings.timeout_seconds, connections=settings.concurrency
         ),
         RetrySchedule(
             client, batch_size=settings.batch_size, claim_timeout=settings.visibility_timeout
         ),
         DeadLetters(client, batch_size=settings.batch_size),
-        limiter=None if rate is None else RateLimiter(client, settings.account_id, rate),
         on_dead_letter=on_dead_letter,
     )
+
+
+def describe_accounts(accounts: Accounts) -> str:
+    """``brand-a (10/s (burst 5)), brand-b (off)``: ids and rates, never tokens."""
+    return ", ".join(f"{a.id} ({a.rate or 'off'})" for a in accounts.by_id.values())
 
 
 def take_over_cold_shutdown() -> None:
@@ -269,6 +270,10 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     )
     deliverer.stopping = stopping
     schedule, dead_letters = deliverer.schedule, deliverer.dead_letters
+    # SIGHUP re-reads the accounts file (worker/reload.py). Celery would restart the whole
+    # worker on it (exec, when not on a terminal), dropping nothing but stopping delivery.
+    celery_worker_module.install_worker_restart_handler = lambda *a, **k: None  # type: ignore[attr-defined]
+    reload.install(settings, deliverer)
 
     @app.task(
         name=contract.TASK_DELIVER,
@@ -319,13 +324,12 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     def start_scheduler(**_: Any) -> None:
         promoter.start()
         log.info(
-            "worker ready (%s): queue=%s api=%s account=%s concurrency=%d rate=%s sentry=%s",
+            "worker ready (%s): queue=%s api=%s accounts=%s concurrency=%d sentry=%s",
             name,
             contract.QUEUE,
             settings.api_url,
-            settings.account_id,
+            describe_accounts(deliverer.accounts),
             settings.concurrency,
-            settings.rate or "off",
             "on" if sentry_on else "off",
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ import redis
 from producer import contract
 from producer.envelope import Attempt, Event
 
+from .accounts import Account, Accounts
 from .backoff import parse_retry_after, retry_delay
 from .deadletter import DeadLetters
 from .limechat import Answer, LimechatClient
@@ -42,8 +44,20 @@ MARKER_FLUSH_SECONDS = 0.5
 _LIMITER_TRIES = 20
 
 
+class _Generation:
+    """One set of accounts, and how many requests are out with its tokens."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+        self.in_flight = 0
+
+
 class Deliverer:
-    """The work of the ``deliver`` task; one per worker process, shared by its threads."""
+    """The work of the ``deliver`` task; one per worker process, shared by its threads.
+
+    Each event goes out with its own account's headers and under its account's rate limit.
+    The accounts can be swapped while deliveries run (:meth:`use_accounts`, on SIGHUP).
+    """
 
     def __init__(
         self,
@@ -53,7 +67,7 @@ class Deliverer:
         schedule: RetrySchedule,
         dead_letters: DeadLetters,
         *,
-        limiter: RateLimiter | None = None,
+        accounts: Accounts | None = None,
         on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -62,7 +76,11 @@ class Deliverer:
         self._limechat = limechat
         self.schedule = schedule
         self.dead_letters = dead_letters
-        self._limiter = limiter
+        self._generation = _Generation(accounts or settings.account_set())
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        #: account id -> its limiter (made on first use; remade if its rate changes)
+        self._limiters: dict[str, RateLimiter] = {}
         self._on_dead_letter = on_dead_letter
         self._rand = rand
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
@@ -107,15 +125,24 @@ class Deliverer:
         deadline: float,
         record: Callable[[Event, Answer], None],
     ) -> None:
+        parked: set[str] = set()  # ids parked with an earlier event of their account
         for index, event in enumerate(events):
+            if event["id"] in parked:
+                continue
             if event["id"] in done:
                 log.info("skipped evt=%s event=%s: already delivered", event["id"], event["event"])
                 continue
             if self.stopping.is_set() or time.monotonic() > deadline:
-                self._hand_off([e for e in events[index:] if e["id"] not in done])
+                rest = events[index:]
+                self._hand_off([e for e in rest if e["id"] not in done and e["id"] not in parked])
                 return
             try:
-                self.deliver_one(event, record)
+                waiting = self.deliver_one(event, record)
+                if waiting is not None:
+                    # Its account's next slot is far off: so are those of the rest of its
+                    # events here. Park them all in one go, never holding a thread for them.
+                    rest = events[index + 1 :]
+                    parked |= self._park_waiting([e for e in rest if e["id"] not in done], waiting)
             except redis.RedisError:
                 raise  # the task hands the whole message back
             except Exception as exc:
@@ -136,26 +163,58 @@ class Deliverer:
         why = "shutting down" if self.stopping.is_set() else "batch ran long"
         log.warning("%s: %d events handed to the scheduler", why, len(events))
 
+    @property
+    def accounts(self) -> Accounts:
+        return self._generation.accounts
+
+    def use_accounts(self, accounts: Accounts, wait: float = 30.0) -> bool:
+        """Deliver with ``accounts`` from the next request on; then wait (up to ``wait``
+        seconds) for the requests already out with the old tokens. True if they all came back.
+        """
+        with self._lock:
+            old, self._generation = self._generation, _Generation(accounts)
+            return self._drained.wait_for(lambda: old.in_flight == 0, wait)
+
+    def limiter(self, account: Account) -> RateLimiter | None:
+        """The cluster-wide limiter of ``account`` (None when its rate limit is off)."""
+        rate = account.rate
+        if rate is None:
+            return None
+        found = self._limiters.get(account.id)
+        if found is None or found.rate != rate:
+            found = self._limiters[account.id] = RateLimiter(self._redis, account.id, rate)
+        return found
+
     def deliver_one(
         self, event: Event, record: Callable[[Event, Answer], None] | None = None
-    ) -> None:
-        """One event: limit, POST, classify; ``record`` takes a delivered one (default: now)."""
-        account = event.get("account")
-        if account is not None and account != self.settings.account_id:
-            error = f"account {account!r} is not this worker's LIMECHAT_ACCOUNT_ID"
-            self._dead_letter(event, Reason.UNKNOWN_ACCOUNT, None, error)
-            return
-        if self._limiter is not None and not self._take_slot(event, self._limiter):
-            return  # parked until its slot
+    ) -> RateLimiter | None:
+        """One event: limit, POST, classify; ``record`` takes a delivered one (default: now).
+
+        Returns the account's limiter if the event was parked for a slot more than
+        :data:`MAX_SLOT_SLEEP_SECONDS` away (the account's next events wait too), else None.
+        """
+        named = event.get("account")
+        account = self.accounts.resolve(named)
+        if account is None:
+            self._dead_letter_unknown(event)
+            return None
+        limiter = self.limiter(account)
+        if limiter is not None:
+            parked = self._take_slot(event, limiter)
+            if parked is not None:
+                return limiter if parked else None
         event.pop("slot_at", None)
-        answer = self._limechat.post(event)
+        answer = self._post(event, named)
+        if answer is None:  # its account was removed while it waited for its slot
+            self._dead_letter_unknown(event)
+            return None
         outcome = self._classify(answer)
-        if self._limiter is not None and answer.status == 429:
+        if limiter is not None and answer.status == 429:
             # LimeChat's Retry-After is honoured up to the retry cap, like an event's own wait.
             asked = getattr(outcome, "retry_after", None)
             capped = None if asked is None else min(asked, self.settings.retry_max_seconds)
-            until = self._limiter.pause(capped)
-            log.warning("account paused by a 429 until %.3f (Redis clock)", until)
+            until = limiter.pause(capped)
+            log.warning("account paused by a 429 until %.3f (Redis clock): %s", until, account.id)
         event = _with_attempt(event, answer)
         if isinstance(outcome, Delivered):
             if record is None:
@@ -168,6 +227,54 @@ class Deliverer:
         else:
             reason = outcome.reason if isinstance(outcome, DeadLetter) else Reason.EXHAUSTED
             self._dead_letter(event, reason, answer, answer.error or _describe(outcome))
+        return None
+
+    def _post(self, event: Event, named: str | None) -> Answer | None:
+        """POST with the account as it is now (a rotated token counts from here); None if the
+        account is gone. The request is counted in flight for :meth:`use_accounts`."""
+        with self._lock:
+            generation = self._generation
+            account = generation.accounts.resolve(named)
+            if account is None:
+                return None
+            generation.in_flight += 1
+        try:
+            return self._limechat.post(event, account)
+        finally:
+            with self._lock:
+                generation.in_flight -= 1
+                if generation.in_flight == 0:
+                    self._drained.notify_all()
+
+    def _label(self, event: Event) -> str | None:
+        """The account an event goes to, for logs: the one it names, or the default."""
+        named = event.get("account")
+        return named if isinstance(named, str) else self.accounts.default
+
+    def _dead_letter_unknown(self, event: Event) -> None:
+        error = self.accounts.unknown(event.get("account"))
+        self._dead_letter(event, Reason.UNKNOWN_ACCOUNT, None, error)
+
+    def _park_waiting(self, events: Sequence[Event], limiter: RateLimiter) -> set[str]:
+        """Park ``limiter``'s account's events among ``events`` until slots reserved for them
+        in one call, in one pipeline; returns their ids. (Events holding a slot already, back
+        from the schedule, go their own way.)"""
+        accounts = self.accounts
+        mine = []
+        for event in events:
+            account = accounts.resolve(event.get("account"))
+            if account is not None and account.id == limiter.account and "slot_at" not in event:
+                mine.append(event)
+        if not mine:
+            return set()
+        now, slots = limiter.reserve(len(mine))
+        pipe = self._redis.pipeline(transaction=False)
+        for event, slot in zip(mine, slots, strict=True):
+            delay = slot - now - SLOT_LEAD_SECONDS
+            self.schedule.park({**event, "slot_at": slot}, delay, client=pipe)
+        pipe.execute()
+        log.debug("account %s: %d events parked for their slots", limiter.account, len(mine))
+        return {e["id"] for e in mine}
 
     @contextlib.contextmanager
     def _delivered_writes(self) -> Iterator[Callable[[Event, Answer], None]]:
@@ -187,7 +294,7 @@ class Deliverer:
             count_outcome(
                 pipe, "delivered", event["event"], answer.status, created_at=event.get("created_at")
             )
-            log_outcome(log, logging.INFO, "delivered", event, answer)
+            log_outcome(log, logging.INFO, "delivered", event, answer, account=self._label(event))
             if time.monotonic() - last_flush[0] >= MARKER_FLUSH_SECONDS:
                 pipe.execute()
                 last_flush[0] = time.monotonic()
@@ -220,15 +327,24 @@ class Deliverer:
             pipe = self._redis.pipeline(transaction=False)
             count_outcome(pipe, "dead_lettered", str(event.get("event")), entry["status"])
             pipe.execute()
-        log_outcome(log, logging.ERROR, "dead-lettered", event, answer, reason=reason.value)
+        log_outcome(
+            log,
+            logging.ERROR,
+            "dead-lettered",
+            event,
+            answer,
+            account=self._label(event),
+            reason=reason.value,
+        )
         if new and self._on_dead_letter is not None:
             try:
-                self._on_dead_letter(entry)
+                self._on_dead_letter({**entry, "account": self._label(event)})
             except Exception:  # (a report that fails must not undo the dead letter)
                 log.exception("could not report the dead letter of evt=%s", entry["event_id"])
 
-    def _take_slot(self, event: Event, limiter: RateLimiter) -> bool:
-        """Wait for the account's rate limit: True to send now, False if parked for later.
+    def _take_slot(self, event: Event, limiter: RateLimiter) -> bool | None:
+        """Wait for the account's rate limit: None to send now, True if parked for a slot far
+        off, False if parked to come back at once (crowded out of the gate).
 
         Short waits are slept; a long one parks the event (no attempt counted) holding its
         reserved slot, to come back just before it.
@@ -237,11 +353,11 @@ class Deliverer:
         for _ in range(_LIMITER_TRIES):
             grant = limiter.acquire(held)
             if grant.go:
-                return True
+                return None
             if grant.wait > MAX_SLOT_SLEEP_SECONDS:
                 self.schedule.park({**event, "slot_at": grant.at}, grant.wait - SLOT_LEAD_SECONDS)
                 log.debug("rate limited evt=%s: slot in %.2fs, parked", event["id"], grant.wait)
-                return False
+                return True
             time.sleep(grant.wait)
             held = grant.at
         # Crowded out of the gate many times in a row: let the schedule bring it back.
@@ -266,6 +382,7 @@ class Deliverer:
             "retry scheduled",
             event,
             answer,
+            account=self._label(event),
             reason=outcome.reason.value,
             retry_in=round(delay, 3),
         )

@@ -29,10 +29,14 @@ _BANNER = """\
 
 
 def bring_up(sandbox_port: int) -> Settings:
-    """Make sure Redis answers and, without credentials, start the sandbox; return settings."""
+    """Make sure Redis answers and, without credentials (nor an accounts file), start the
+    sandbox; return settings."""
     url = redis_url(os.environ)
     ensure_redis(url)
-    if not (os.environ.get("LIMECHAT_ACCESS_TOKEN") and os.environ.get("LIMECHAT_ACCOUNT_ID")):
+    configured = os.environ.get("LIMECHAT_ACCOUNTS_FILE") or (
+        os.environ.get("LIMECHAT_ACCESS_TOKEN") and os.environ.get("LIMECHAT_ACCOUNT_ID")
+    )
+    if not configured:
         sandbox = Sandbox("127.0.0.1", sandbox_port, out=sys.stdout).start()
         os.environ.update(
             LIMECHAT_ACCESS_TOKEN=SANDBOX_TOKEN,

@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 from producer.envelope import Event, request_body
 
 from . import __version__
+from .accounts import Account
 
 #: How much of a response body is kept (for the DLQ and logs); the rest is not even read.
 MAX_BODY_CHARS = 2048
@@ -39,17 +40,10 @@ class Answer:
 
 
 class LimechatClient:
-    """POSTs events exactly as LimeChat documents them; safe to share between threads."""
+    """POSTs events exactly as LimeChat documents them, each with the headers of the account
+    it is given; safe to share between threads (one pool serves every account)."""
 
-    def __init__(
-        self,
-        api_url: str,
-        access_token: str,
-        account_id: str,
-        timeout: float,
-        *,
-        connections: int = 16,
-    ) -> None:
+    def __init__(self, api_url: str, timeout: float, *, connections: int = 16) -> None:
         self.api_url = api_url
         parts = urlsplit(api_url)
         self._path = parts.path or "/"
@@ -57,8 +51,6 @@ class LimechatClient:
             self._path += f"?{parts.query}"
         self._headers = {
             "Content-Type": "application/json",
-            "x-limechat-uat": access_token,
-            "x-fb-account-id": account_id,
             "User-Agent": f"limechat-events/{__version__}",
         }
         # One keep-alive connection per delivery thread; connecting should be quick even
@@ -72,16 +64,21 @@ class LimechatClient:
     def __repr__(self) -> str:  # the token must never show up in a repr
         return f"LimechatClient(api_url={self.api_url!r})"
 
-    def post(self, event: Event) -> Answer:
-        """One attempt; never raises for network trouble, which comes back as ``error``."""
+    def post(self, event: Event, account: Account) -> Answer:
+        """One attempt for ``account``; never raises for network trouble (``error`` then)."""
         body = json.dumps(request_body(event), ensure_ascii=False).encode("utf-8")
+        headers = {
+            **self._headers,
+            "x-limechat-uat": account.token,
+            "x-fb-account-id": account.id,
+        }
         started = time.monotonic()
         try:
             response = self._pool.urlopen(
                 "POST",
                 self._path,
                 body=body,
-                headers=self._headers,
+                headers=headers,
                 redirect=False,
                 preload_content=False,
             )

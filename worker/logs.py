@@ -54,9 +54,12 @@ def log_outcome(
     what: str,
     event: Event,
     answer: Answer | None,
+    *,
+    account: str | None = None,
     **extra: object,
 ) -> None:
-    """``delivered evt=... event=order_placed status=200 attempt=2 ms=143 phone=+91******2780``."""
+    """``delivered evt=... event=order_placed status=200 attempt=2 ms=143 account=brand-a
+    phone=+91******2780`` (``account``: the one it went to, default: the one it names)."""
     fields: dict[str, object] = {
         "evt": event.get("id"),
         "event": event.get("event"),
@@ -64,6 +67,7 @@ def log_outcome(
         "attempt": event.get("attempts", 0),
         "ms": answer.ms if answer else None,
         **extra,
+        "account": account or event.get("account"),
     }
     if event.get("phone"):
         fields["phone"] = mask_phone(event.get("phone"))

@@ -11,7 +11,7 @@ labelled counters, the latency histogram and the per-minute counts are worker/me
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from producer import contract
 from . import metering
 from .outcome import Reason
 from .queueage import oldest_waiting_age
-from .stats import redis_now, snapshot
+from .stats import rate_state, redis_now, snapshot
 
 #: The ``Content-Type`` of :func:`collect`'s bytes (the text format this prometheus_client
 #: version writes).
@@ -51,6 +51,8 @@ class Reading:
 
     stats: dict[str, Any]
     oldest_age_seconds: float
+    #: each account's rate-limit state (stats.rate_state), for the pause gauges
+    rates: list[dict[str, Any]] = field(default_factory=list)
     #: (outcome, status, event label) -> count
     counters: dict[tuple[str, str, str], int] = field(default_factory=dict)
     #: histogram bucket ``le`` -> count in that bucket alone (not cumulative)
@@ -59,10 +61,11 @@ class Reading:
     latency_sum: float = 0.0
 
 
-def read(client: redis.Redis, account: str | None) -> Reading:
-    """The cluster's numbers; ``account`` (LIMECHAT_ACCOUNT_ID) is the one whose rate-limit
-    pause is shown (None: no pause gauge)."""
-    stats = snapshot(client, account, None)
+def read(client: redis.Redis, account: str | Sequence[str] | None) -> Reading:
+    """The cluster's numbers; ``account`` (LIMECHAT_ACCOUNT_ID, or every account of
+    LIMECHAT_ACCOUNTS_FILE) is whose rate-limit pause is shown (None: no pause gauge)."""
+    accounts = [account] if isinstance(account, str) else list(account or [])
+    stats = snapshot(client, accounts[0] if accounts else None, None)
     oldest = oldest_waiting_age(client, redis_now(client))
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(contract.METRICS_COUNTERS)
@@ -78,6 +81,7 @@ def read(client: redis.Redis, account: str | None) -> Reading:
     return Reading(
         stats=stats,
         oldest_age_seconds=oldest,
+        rates=[rate_state(client, a, None) for a in accounts],
         counters=counters,
         latency_buckets=buckets,
         # (each delivery adds to exactly one bucket: their sum is the count)
@@ -123,20 +127,21 @@ def families(reading: Reading) -> list[Metric]:
     for reason, count in sorted(by_reason.items()):
         dlq.add_metric([reason], count)
     out.append(dlq)
-    rate = stats["rate_limit"]
-    if rate["account"]:
+    rates = reading.rates or ([stats["rate_limit"]] if stats["rate_limit"]["account"] else [])
+    if rates:
         paused = GaugeMetricFamily(
             "limechat_rate_limit_paused",
             "1 while LimeChat's 429 has paused every delivery for the account, else 0.",
             labels=["account"],
         )
-        paused.add_metric([rate["account"]], 1 if rate["paused_for_seconds"] > 0 else 0)
         remaining = GaugeMetricFamily(
             "limechat_rate_limit_pause_remaining_seconds",
             "Seconds left of the account's 429 pause (0 when not paused).",
             labels=["account"],
         )
-        remaining.add_metric([rate["account"]], rate["paused_for_seconds"])
+        for rate in rates:
+            paused.add_metric([rate["account"]], 1 if rate["paused_for_seconds"] > 0 else 0)
+            remaining.add_metric([rate["account"]], rate["paused_for_seconds"])
         out += [paused, remaining]
     out += _counters(reading.counters)
     trimmed = CounterMetricFamily(
@@ -149,7 +154,7 @@ def families(reading: Reading) -> list[Metric]:
     return out
 
 
-def collect(client: redis.Redis, account: str | None) -> bytes:
+def collect(client: redis.Redis, account: str | Sequence[str] | None) -> bytes:
     """The Prometheus text exposition of the cluster (serve it with :data:`CONTENT_TYPE`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families(read(client, account))))

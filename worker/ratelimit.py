@@ -138,6 +138,25 @@ return {fmt(slot), '0', '1'}
 """
 )
 
+# KEYS[1]: reservation key   KEYS[2]: pause   KEYS[3]: factor
+# ARGV[1..3]: as the prologue   ARGV[4]: how many slots
+# Returns {now, slots}: ARGV[4] consecutive slots, reserved as that many acquires would (for
+# events of a batch that will all be parked: one call instead of one each).
+_RESERVE = (
+    _PROLOGUE
+    + """
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slots = {}
+for i = 1, tonumber(ARGV[4]) do
+  local slot = math.max(now, tat - tau, pause)
+  tat = math.max(tat, slot) + T
+  slots[i] = string.format('%.6f', slot)
+end
+keep(KEYS[1], tat)
+return {string.format('%.6f', now), slots}
+"""
+)
+
 # KEYS[1]: pause key   KEYS[2]: factor key
 # ARGV[1]: '' (or a time, in tests)   ARGV[2]: pause seconds   ARGV[3]: 1 to also halve the
 # rate   ARGV[4]: minimum factor   ARGV[5]: how long a lowered rate lasts
@@ -176,6 +195,7 @@ class RateLimiter:
         self.rate = rate
         self.account = account
         self._acquire = client.register_script(_ACQUIRE)
+        self._reserve = client.register_script(_RESERVE)
         self._pause = client.register_script(_PAUSE)
         self._keys = contract.rate_keys(account)
 
@@ -196,6 +216,14 @@ class RateLimiter:
             ],
         )
         return Grant(float(at), float(wait), go in (b"1", "1"))
+
+    def reserve(self, count: int, *, now: float | None = None) -> tuple[float, list[float]]:
+        """``count`` slots in a row, and Redis' clock: for events that all wait (one call)."""
+        at, slots = self._reserve(
+            keys=[self._keys.reserve, self._keys.pause, self._keys.factor],
+            args=[_clock(now), repr(self.rate.interval), repr(self.rate.tolerance), count],
+        )
+        return float(at), [float(s) for s in slots]
 
     def pause(self, seconds: float | None, *, now: float | None = None) -> float:
         """Stop every worker's deliveries for this account; returns the pause's end.

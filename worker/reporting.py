@@ -8,7 +8,7 @@ dead letter is one event: the one :func:`report_dead_letter` sends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import sentry_sdk
@@ -21,13 +21,17 @@ from .logs import mask_phones_in
 from .settings import Settings
 
 FILTERED = "[Filtered]"
+#: Every token this process has held (a reload adds the new ones and keeps the old: still
+#: secrets), scrubbed from whatever goes to Sentry.
+TOKENS: set[str] = set()
 
 
 def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bool:
     """Start Sentry if ``SENTRY_DSN`` is set; True if it is on."""
     if not settings.sentry_dsn:
         return False
-    scrub = make_scrubber(settings.access_token)
+    remember_tokens(settings.account_set().tokens())
+    scrub = make_scrubber(TOKENS)
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
         environment=settings.sentry_environment or None,
@@ -43,13 +47,19 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     return True
 
 
+def remember_tokens(tokens: Iterable[str]) -> None:
+    TOKENS.update(t for t in tokens if t)
+
+
 def report_dead_letter(entry: dict[str, Any]) -> None:
-    """One Sentry event per dead letter, grouped by event name and reason."""
+    """One Sentry event per dead letter, grouped by event name and reason, tagged with the
+    account (the worker passes the one it went to; ``default`` if none is known)."""
     event = entry.get("event") or {}
     name = str(event.get("event"))
     reason = str(entry.get("reason"))
     status = entry.get("status")
     with sentry_sdk.new_scope() as scope:
+        scope.set_tag("account", str(entry.get("account") or "default"))
         scope.set_tag("event_name", name)
         scope.set_tag("reason", reason)
         scope.set_tag("status", "none" if status is None else str(status))
@@ -70,13 +80,16 @@ def report_dead_letter(entry: dict[str, Any]) -> None:
         )
 
 
-def make_scrubber(token: str) -> Callable[[Any], Any]:
-    """A function that replaces the token and masks phone numbers in every string it finds."""
+def make_scrubber(tokens: str | Collection[str]) -> Callable[[Any], Any]:
+    """A function that replaces the tokens (a set may grow later) and masks phone numbers in
+    every string it finds."""
+    every = {tokens} if isinstance(tokens, str) else tokens
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            if token and token in value:
-                value = value.replace(token, FILTERED)
+            for token in sorted(every, key=len, reverse=True):
+                if token and token in value:
+                    value = value.replace(token, FILTERED)
             return mask_phones_in(value)
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
@@ -47,10 +47,22 @@ class Reply:
 Responder = Callable[[Request], "Reply | None"]
 
 
+#: Several accounts: account id -> the token (or tokens, as during a rotation) it accepts.
+AccountTokens = Mapping[str, "str | Collection[str]"]
+
+
 def check_request(
-    method: str, request: Request, *, token: str | None, account: str | None
+    method: str,
+    request: Request,
+    *,
+    token: str | None,
+    account: str | None,
+    accounts: AccountTokens | None = None,
 ) -> Reply | None:
-    """The 4xx LimeChat would answer for ``request``, or None if it is well-formed."""
+    """The 4xx LimeChat would answer for ``request``, or None if it is well-formed.
+
+    With ``accounts``, the account must be one of them and the token one of its own.
+    """
     if request.path.split("?", 1)[0] != PATH:
         return Reply(404, {"error": f"no such endpoint; POST to {PATH}"})
     if method != "POST":
@@ -66,6 +78,12 @@ def check_request(
         return Reply(400, {"error": "missing x-fb-account-id"})
     if account is not None and fb_account != account:
         return Reply(403, {"error": "x-fb-account-id does not match this token"})
+    if accounts is not None:
+        known = accounts.get(fb_account)
+        if known is None:
+            return Reply(403, {"error": "no such x-fb-account-id"})
+        if uat not in ({known} if isinstance(known, str) else set(known)):
+            return Reply(401, {"error": "x-limechat-uat is not this account's token"})
     try:
         request.body = json.loads(request.raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -121,6 +139,7 @@ class Sandbox:
         *,
         token: str | None = None,
         account: str | None = None,
+        accounts: AccountTokens | None = None,
         responder: Responder | None = None,
         out: TextIO | None = None,
         log_size: int = DEFAULT_LOG_SIZE,
@@ -129,6 +148,7 @@ class Sandbox:
             raise ValueError(f"log_size must be at least 1, not {log_size}")
         self.token = token
         self.account = account
+        self.accounts = accounts
         self.responder = responder
         self.out = out
         self.log_size = log_size
@@ -169,7 +189,9 @@ class Sandbox:
         return [r for r, status in self.requests if 200 <= status < 300]
 
     def handle(self, method: str, request: Request) -> Reply:
-        reply = check_request(method, request, token=self.token, account=self.account)
+        reply = check_request(
+            method, request, token=self.token, account=self.account, accounts=self.accounts
+        )
         if reply is None and self.responder is not None:
             reply = self.responder(request)
         return self.record(request, reply or Reply(200, {"status": "success"}))

@@ -62,6 +62,8 @@ return {ids, redis.call('HMGET', KEYS[3], unpack(ids))}
 
 #: Most entries one claim takes (bounded: Lua's unpack has a stack limit).
 CLAIM_LIMIT = 500
+#: Most parked entries ``retries list --account`` reads looking for that account's.
+SCAN_LIMIT = 100_000
 
 
 class RetrySchedule:
@@ -204,28 +206,38 @@ class Promoter(threading.Thread):
                 chore()
 
 
-def parked(client: redis.Redis, limit: int) -> list[dict[str, object]]:
-    """The first ``limit`` parked events, soonest first, with when and why (for the CLI)."""
+def parked(client: redis.Redis, limit: int, account: str | None = None) -> list[dict[str, object]]:
+    """The first ``limit`` parked events, soonest first, with when and why (for the CLI);
+    only ``account``'s if given (read in pages, at most :data:`SCAN_LIMIT` entries)."""
     now = redis_now(client)
-    due = cast(
-        "list[tuple[bytes, float]]",
-        client.zrange(contract.RETRY_DUE, 0, limit - 1, withscores=True),
-    )
-    if not due:
-        return []
-    payloads = client.hmget(contract.RETRY_EVENTS, [i for i, _ in due])
     out: list[dict[str, object]] = []
-    for (raw_id, score), payload in zip(due, payloads, strict=True):
-        event, problem = read_parked(payload) if payload else (None, "no payload")
-        out.append(
-            {
-                "event_id": raw_id.decode("utf-8", errors="replace"),
-                "event": event.get("event") if event else None,
-                "attempts": event.get("attempts", 0) if event else None,
-                "due_in_seconds": round(score - now, 3),
-                "why": _why_parked(event) if event else f"cannot be delivered: {problem}",
-            }
+    page = limit if account is None else max(limit, 1000)
+    for start in range(0, SCAN_LIMIT, page):
+        due = cast(
+            "list[tuple[bytes, float]]",
+            client.zrange(contract.RETRY_DUE, start, start + page - 1, withscores=True),
         )
+        if not due:
+            break
+        payloads = client.hmget(contract.RETRY_EVENTS, [i for i, _ in due])
+        for (raw_id, score), payload in zip(due, payloads, strict=True):
+            event, problem = read_parked(payload) if payload else (None, "no payload")
+            if account is not None and (event is None or event.get("account") != account):
+                continue
+            out.append(
+                {
+                    "event_id": raw_id.decode("utf-8", errors="replace"),
+                    "event": event.get("event") if event else None,
+                    "account": event.get("account") if event else None,
+                    "attempts": event.get("attempts", 0) if event else None,
+                    "due_in_seconds": round(score - now, 3),
+                    "why": _why_parked(event) if event else f"cannot be delivered: {problem}",
+                }
+            )
+            if len(out) == limit:
+                return out
+        if account is None:
+            break
     return out
 
 

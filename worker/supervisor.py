@@ -4,8 +4,8 @@ One Python process delivers on one core (its threads share the GIL); on 2 cores 
 deliver about 1.4x what one does (docs/benchmarks.md). Each child is an ordinary
 ``limechat-events worker --processes 1``, exactly as if started on its own: the queue, the
 rate limit and the retry schedule are shared through Redis. The parent only starts them,
-passes stop signals on, and replaces a child that dies; the children share its process group,
-so a signal to the group (Ctrl-C, ``kill -- -PGID``) reaches them too.
+passes stop signals (and SIGHUP, a reload) on, and replaces a child that dies; the children
+share its process group, so a signal to the group (Ctrl-C, ``kill -- -PGID``) reaches them too.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Supervisor:
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _FORWARDED}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         try:
             for slot in range(self.processes):
                 if self.stopping:
@@ -83,6 +84,11 @@ class Supervisor:
         self.stopping = True
         self.stop_signal = _FORWARDED[signal.Signals(signum)]
         self._send(self.stop_signal)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        # Each child re-reads the accounts file (worker/reload.py); nothing stops.
+        log.info("SIGHUP: passing it on to %d worker processes", len(self.children))
+        self._send(signal.SIGHUP)
 
     def _send(self, sig: signal.Signals) -> None:
         for child in self.children.values():

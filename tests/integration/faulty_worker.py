@@ -40,10 +40,10 @@ def _injected(event: object) -> object:
     return data.get("inject") if isinstance(data, dict) else None
 
 
-def _post_with_a_bug(self: LimechatClient, event: Any) -> Any:
+def _post_with_a_bug(self: LimechatClient, event: Any, account: Any) -> Any:
     if _injected(event) == "bug":
         raise RuntimeError("injected: a bug while handling this event")
-    return _post(self, event)
+    return _post(self, event, account)
 
 
 def _redis_fails_once(self: Deliverer, *args: Any, **kwargs: Any) -> Any:

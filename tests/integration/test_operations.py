@@ -132,6 +132,8 @@ def test_sentry_gets_one_event_per_dead_letter_tagged_grouped_and_scrubbed(
     assert auth["level"] == "error"
     assert by_reason["http_4xx"]["level"] == by_reason["exhausted"]["level"] == "warning"
     assert auth["tags"]["event_name"] == "unauthorised" and auth["tags"]["status"] == "401"
+    # (sent with no account: tagged with the account it went to, the default one)
+    assert {e["tags"]["account"] for e in reported} == {TEST_ACCOUNT}
     assert auth["fingerprint"] == ["limechat-dead-letter", "unauthorised", "auth"]
     assert by_reason["exhausted"]["contexts"]["dead_letter"]["attempts"] == 2
     text = json.dumps(reported)
@@ -231,8 +233,9 @@ def test_stats_counts_everything_and_shows_a_pause(
             for n in ("order_placed", "order_placed", "refused", "down")
         ]
     )
-    assert deliverer._limiter is not None
-    deliverer._limiter.pause(30)
+    limiter = deliverer.limiter(deliverer.accounts.by_id[TEST_ACCOUNT])
+    assert limiter is not None
+    limiter.pause(30)
     cli = CliRunner(
         env={
             "REDIS_URL": redis_url,

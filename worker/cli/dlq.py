@@ -25,6 +25,7 @@ def dlq() -> None:
       --status CODE       an HTTP status (400) or a class (4xx, 5xx)
       --reason KIND       http_4xx, auth, exhausted, malformed, redirect, unknown_account, ...
       --since / --until   ISO time (2026-11-26T08:00Z) or relative (30m, 2h, 7d)
+      --account ID        the account the event was sent with
     """
 
 
@@ -35,6 +36,7 @@ def selection_options(command: Any) -> Any:
         click.option("--reason", metavar="KIND", help="Only this reason (auth, exhausted, ...)."),
         click.option("--since", metavar="TIME", help="Dead-lettered at or after: ISO or 2h."),
         click.option("--until", metavar="TIME", help="Dead-lettered at or before: ISO or 2h."),
+        click.option("--account", metavar="ID", help="Only events sent with this account."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -20,8 +20,9 @@ from .common import fail, failures, operations
 def stats(as_json: bool, watch: bool) -> None:
     """Queue depth, parked retries, the DLQ by reason, counters, the rate limit and pause.
 
-    Counters live in Redis and cover every worker. The rate limit shown is the account in
-    LIMECHAT_ACCOUNT_ID, if set.
+    Counters live in Redis and cover every worker. Per account (LIMECHAT_ACCOUNT_ID's, or every
+    one of LIMECHAT_ACCOUNTS_FILE, and any other that events name): events waiting, parked and
+    dead-lettered, the rate limit and any pause.
     """
     ops = operations()
     while True:
@@ -49,11 +50,12 @@ def retries() -> None:
 @retries.command("list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 @click.option("--limit", type=click.IntRange(min=1), default=ops_.RETRIES_LIMIT, show_default=True)
-def retries_list(as_json: bool, limit: int) -> None:
+@click.option("--account", metavar="ID", help="Only events sent with this account.")
+def retries_list(as_json: bool, limit: int, account: str | None) -> None:
     """What is parked, when it is due, and why."""
     ops = operations()
     with failures():
-        entries = ops_.retries(ops, limit)
+        entries = ops_.retries(ops, limit, account)
     if as_json:
         render.as_json(entries)
     elif not entries:
@@ -67,13 +69,17 @@ def ping() -> None:
     """Exit 0 if Redis answers and the worker's configuration is valid (for health checks).
 
     Needs no LimeChat credentials: without them it warns that a worker would refuse to start.
+    With LIMECHAT_ACCOUNTS_FILE it checks every account in it, tokens included (exit 1 naming
+    the file, the line and what is wrong).
     Exits 1 on a Redis older than 6.2; warns (on stderr, still 0) when Redis may evict keys
     (a maxmemory-policy other than noeviction) or is full.
     """
     from ..settings import Settings, missing_credentials
 
+    with_file = bool(os.environ.get("LIMECHAT_ACCOUNTS_FILE", "").strip())
     try:
-        Settings.from_env(os.environ, need_credentials=False)  # every variable, checked
+        # every variable, checked; with a file, every account in it (its token must be there)
+        checked = Settings.from_env(os.environ, need_credentials=with_file)
         ops = ops_.Ops.from_env(os.environ)
     except ConfigError as exc:
         fail(str(exc), 1)
@@ -91,4 +97,6 @@ def ping() -> None:
         )
     for warning in found.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if with_file:
+        click.echo(f"accounts: {', '.join(checked.account_set().ids)}")
     click.echo("ok")

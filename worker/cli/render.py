@@ -80,7 +80,11 @@ def stats(data: dict[str, Any]) -> None:
         f"totals:     delivered {c['delivered']}, retried {c['retried']}, "
         f"dead-lettered {c['dead_lettered']}, trimmed by retention {c['dlq_trimmed']}"
     )
-    click.echo(f"rate limit: {rate_limit(data['rate_limit'])}")
+    accounts = data.get("by_account", {}).get("accounts", [])
+    if len(accounts) > 1 or (accounts and accounts[0]["account"] != data["rate_limit"]["account"]):
+        by_account(data["by_account"])
+    else:
+        click.echo(f"rate limit: {rate_limit(data['rate_limit'])}")
     click.echo(f"workers:    {data['workers_alive']} alive")
     click.echo(f"redis:      {redis_server(data['redis'])}")
     if data["by_event"]:
@@ -90,6 +94,20 @@ def stats(data: dict[str, Any]) -> None:
             click.echo(f"  {name}: {parts}")
     if data["by_status"]:
         click.echo("by HTTP status: " + ", ".join(f"{k} {v}" for k, v in data["by_status"].items()))
+
+
+def by_account(section: dict[str, Any]) -> None:
+    """One line per account: its events waiting, parked and dead-lettered, limit and pause."""
+    partial = "" if section["complete"] else " (counted over the first 50,000 of each)"
+    click.echo(f"accounts:{partial}")
+    width = max(len(row["account"]) for row in section["accounts"])
+    for row in section["accounts"]:
+        rl = row.get("rate_limit")
+        limit = rate_limit(rl).replace(f" for account {rl['account']}", "") if rl else "NOT SET"
+        click.echo(
+            f"  {row['account']:<{width}}  {row['waiting']} waiting, {row['parked']} parked, "
+            f"{row['dlq']} in the DLQ; rate {limit}"
+        )
 
 
 def rate_limit(rl: dict[str, Any]) -> str:

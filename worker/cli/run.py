@@ -28,7 +28,8 @@ PROCESSES_HELP = "Worker processes [default: LIMECHAT_WORKER_PROCESSES or one pe
 def worker(concurrency: int | None, processes: int | None) -> None:
     """Run a worker: deliver queued events to LimeChat and promote parked retries.
 
-    Needs LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID (refuses to start without them).
+    Needs LIMECHAT_ACCESS_TOKEN and LIMECHAT_ACCOUNT_ID, or LIMECHAT_ACCOUNTS_FILE for several
+    accounts (refuses to start without them); SIGHUP re-reads the accounts file.
     Runs one process per CPU (a Python process delivers on one core), each with its threads;
     the processes share the queue, the rate limit and the retries through Redis.
     Stop it with SIGTERM or Ctrl-C: running deliveries finish, unstarted ones stay queued.
@@ -96,6 +97,9 @@ def run_workers(settings: Any, concurrency: int | None, processes: int | None) -
     # SIGTERM (a deploy) or a Ctrl-C is a clean stop, not death by signal (143) or "Aborted!".
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_before_start)
+    # A reload asked for before the worker can do one would kill it (SIGHUP's default): the
+    # accounts are being read now anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     count = processes or settings.processes  # (settings resolve "one per CPU")
     if count == 1:
         run_worker(settings, concurrency)

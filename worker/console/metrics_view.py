@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -10,7 +11,7 @@ from flask import Response
 from .. import metering, metrics
 
 
-def prometheus(client: redis.Redis, account: str | None) -> Response:
+def prometheus(client: redis.Redis, account: str | Sequence[str] | None) -> Response:
     """What ``/metrics`` answers: :func:`worker.metrics.collect`'s text."""
     return Response(metrics.collect(client, account), 200, {"Content-Type": metrics.CONTENT_TYPE})
 

@@ -97,7 +97,7 @@ def retries() -> str:
 def metrics() -> Response:
     ops = console().ops
     with ops.store() as client:
-        return metrics_view.prometheus(client, ops.settings.account_id)
+        return metrics_view.prometheus(client, ops.settings.account_ids)
 
 
 # --- dead letters ---

@@ -1,0 +1,144 @@
+"""Several accounts from LIMECHAT_ACCOUNTS_FILE: read, checked, errors naming the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.errors import ConfigError
+from worker.settings import OperatorSettings, Settings
+
+SECRET = "tok-NEVER-SHOW-9f3a"
+
+TWO = f"""\
+default_account = "brand-a"
+
+[[accounts]]
+id = "brand-a"
+token = "{SECRET}"
+
+[[accounts]]
+id = "brand-b"
+token_env = "BRAND_B_TOKEN"
+rate_limit = "100/s"
+burst = 20
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "accounts.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def settings_for(path: str, **env: str) -> Settings:
+    return Settings.from_env({"LIMECHAT_ACCOUNTS_FILE": path, **env})
+
+
+def test_two_accounts_with_inline_and_env_tokens_and_their_own_rates(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO)
+    found = settings_for(path, BRAND_B_TOKEN="tok-b", LIMECHAT_RATE_LIMIT="5/s").account_set()
+    assert found.ids == ["brand-a", "brand-b"]
+    a, b = found.by_id["brand-a"], found.by_id["brand-b"]
+    assert (a.token, b.token) == (SECRET, "tok-b")
+    assert (a.rate_limit, a.burst) == ("5/s", 5)  # the variables' values are the defaults
+    assert (b.rate_limit, b.burst) == ("100/s", 20)
+    assert found.resolve(None) is a and found.resolve("brand-b") is b
+    assert found.resolve("brand-c") is None
+    assert "brand-c" in found.unknown("brand-c") and path in found.unknown("brand-c")
+
+
+def test_ten_accounts(tmp_path: Path) -> None:
+    text = "".join(f'[[accounts]]\nid = "acct-{n}"\ntoken = "tok-{n}"\n\n' for n in range(10))
+    found = settings_for(write(tmp_path, text)).account_set()
+    assert len(found.ids) == 10
+    assert found.resolve("acct-7") is not None and found.resolve("acct-7").token == "tok-7"
+    assert found.resolve(None) is None  # several accounts and no default_account
+    assert "default_account" in found.unknown(None)
+
+
+def test_one_account_in_a_file_is_the_default(tmp_path: Path) -> None:
+    found = settings_for(write(tmp_path, '[[accounts]]\nid = "x"\ntoken = "t"\n')).account_set()
+    assert found.resolve(None) is found.by_id["x"]
+
+
+def test_the_single_account_variables_mean_what_they_did() -> None:
+    env = {"LIMECHAT_ACCESS_TOKEN": "t", "LIMECHAT_ACCOUNT_ID": "acct"}
+    env["LIMECHAT_RATE_LIMIT"] = "3/s"
+    found = Settings.from_env(env).account_set()
+    assert found.ids == ["acct"] and found.resolve(None) is found.resolve("acct")
+    assert (found.by_id["acct"].token, found.by_id["acct"].rate_limit) == ("t", "3/s")
+
+
+def test_the_file_and_the_single_account_variables_together_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"LIMECHAT_ACCOUNTS_FILE": path, "LIMECHAT_ACCOUNT_ID": "a"})
+    assert "LIMECHAT_ACCOUNTS_FILE" in str(err.value) and "LIMECHAT_ACCOUNT_ID" in str(err.value)
+    with pytest.raises(ConfigError, match="LIMECHAT_ACCOUNTS_FILE and LIMECHAT_ACCESS_TOKEN"):
+        OperatorSettings.from_env({"LIMECHAT_ACCOUNTS_FILE": path, "LIMECHAT_ACCESS_TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a syntax error: tomllib's line and column
+        ('[[accounts]]\nid = "a"\ntoken = "t\n', "not valid TOML: .*line 3"),
+        # a duplicate id: the line of its second table, and of the first
+        (
+            '[[accounts]]\nid = "a"\ntoken = "t"\n\n[[accounts]]\nid = "a"\ntoken = "u"\n',
+            r"line 5: duplicate account id 'a' \(first at line 1\)",
+        ),
+        # a missing token
+        ('[[accounts]]\nid = "a"\n\n[[accounts]]\nid = "b"\n', "line 1: account 'a' has no token"),
+        # a token_env naming a variable that is not set
+        (
+            '[[accounts]]\nid = "a"\ntoken_env = "UNSET_TOKEN_VAR"\n',
+            "line 1: account 'a': token_env names UNSET_TOKEN_VAR, which is not set",
+        ),
+        ('[[accounts]]\ntoken = "t"\n', "line 1: missing id"),
+        ('[[accounts]]\nid = "a"\ntoken = "t"\nrate_limit = "fast"\n', "line 1: rate_limit"),
+        ('[[accounts]]\nid = "a"\ntoken = "t"\nburst = 0\n', "line 1: burst=0"),
+        ('[[accounts]]\nid = "a"\ntoken = "t"\ncolour = "red"\n', "unknown key.*colour"),
+        ('default_account = "z"\n[[accounts]]\nid = "a"\ntoken = "t"\n', "default_account 'z'"),
+        ("", "no accounts"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_file_the_line_and_what(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as err:
+        settings_for(path)
+    assert str(err.value).startswith(path)
+
+
+def test_a_file_that_cannot_be_read_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"LIMECHAT_ACCOUNTS_FILE=.*cannot be read"):
+        settings_for(str(tmp_path / "absent.toml"))
+
+
+def test_tokens_never_show_in_reprs_or_errors(tmp_path: Path) -> None:
+    settings = settings_for(write(tmp_path, TWO), BRAND_B_TOKEN=SECRET)
+    assert SECRET not in repr(settings) and SECRET not in repr(settings.account_set())
+    assert SECRET not in repr(settings.account_set().by_id["brand-a"])
+    # an error about an account that has a token does not quote it
+    bad = TWO + f'\n[[accounts]]\nid = "brand-a"\ntoken = "{SECRET}"\n'
+    with pytest.raises(ConfigError) as err:
+        settings_for(write(tmp_path, bad), BRAND_B_TOKEN="x")
+    assert SECRET not in str(err.value)
+    broken = f'[[accounts]]\nid = "a"\ntoken = "{SECRET}\n'  # (an unterminated token)
+    with pytest.raises(ConfigError) as err:
+        settings_for(write(tmp_path, broken))
+    assert SECRET not in str(err.value)
+
+
+def test_operators_read_the_ids_and_rates_without_the_tokens(tmp_path: Path) -> None:
+    found = OperatorSettings.from_env({"LIMECHAT_ACCOUNTS_FILE": write(tmp_path, TWO)})
+    assert found.account_ids == ["brand-a", "brand-b"]
+    rate = found.rate_of("brand-b")
+    assert rate is not None and rate.per_second == 100
+    # ping checks every account's configuration, tokens included
+    with pytest.raises(ConfigError, match="BRAND_B_TOKEN"):
+        Settings.from_env({"LIMECHAT_ACCOUNTS_FILE": write(tmp_path, TWO)})
