@@ -76,6 +76,18 @@ class Accounts:
         return [a.token for a in self.by_id.values() if a.token]
 
 
+def header_problem(value: str) -> str | None:
+    """Why ``value`` cannot go out as an HTTP header value (None: it can); never quotes it.
+
+    A token or an id with a control character (a CR/LF pasted with it), a space or a
+    non-ASCII letter would be refused by http.client at every request, in an error message
+    that quotes the token; refusing it here keeps it out of dead letters and logs.
+    """
+    if all("!" <= c <= "~" for c in value):
+        return None
+    return "must be visible ASCII characters only (no spaces, control characters or non-ASCII)"
+
+
 def single(token: str, account_id: str, rate_limit: str, burst: int) -> Accounts:
     """The simple case: ``LIMECHAT_ACCESS_TOKEN`` and ``LIMECHAT_ACCOUNT_ID``."""
     account = Account(account_id, token, rate_limit, burst)
@@ -108,6 +120,8 @@ def load(
     except tomllib.TOMLDecodeError as exc:
         # (tomllib's message says "(at line N, column M)"; it never quotes the value)
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return parse(doc, text, path, environ, rate_limit=rate_limit, burst=burst, need=need_tokens)
 
 
@@ -172,7 +186,11 @@ def _account(
     account_id = account_id.strip()
     if len(account_id) > contract.ACCOUNT_MAX_LENGTH:
         raise ConfigError(f"{where}: id is longer than {contract.ACCOUNT_MAX_LENGTH} characters")
+    if problem := header_problem(account_id):
+        raise ConfigError(f"{where}: id {problem}")
     token = _token(table, where, account_id, environ, need)
+    if problem := header_problem(token) if token else None:
+        raise ConfigError(f"{where}: account {account_id!r}: token {problem}")
     rate = table.get("rate_limit", rate_limit)
     own_burst = table.get("burst", burst)
     if not isinstance(rate, str):

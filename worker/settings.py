@@ -160,6 +160,12 @@ class Settings:
                 "`limechat-events up` runs against the local sandbox without them)"
             )
         values = read_fields(environ)
+        for name, key in (
+            ("LIMECHAT_ACCESS_TOKEN", "access_token"),
+            ("LIMECHAT_ACCOUNT_ID", "account_id"),
+        ):
+            if values[key] and (problem := accounts_.header_problem(values[key])):
+                raise ConfigError(f"{name} {problem}")
         base, cap = values["retry_base_seconds"], values["retry_max_seconds"]
         if cap < base:
             raise ConfigError(

@@ -145,7 +145,13 @@ def _exit_code(returncode: int) -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it if the supervisor dies (Linux), so none is orphaned."""
+    """In the child, before exec: SIGTERM it if the supervisor dies (Linux), so none is orphaned.
+
+    SIGHUP starts ignored (an ignored signal stays ignored across exec): a reload passed on
+    before the child can reload would otherwise kill it, and look like a failed start that
+    stops every process. The child reads the accounts file as it starts anyway.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -441,3 +441,30 @@ def test_a_paused_accounts_batch_is_parked_in_one_go_holding_its_slots(
         assert due[0] > slots[0] - 1 and due[0] == pytest.approx(slots[0] - 0.5, abs=0.5)
     finally:
         sandbox.stop()
+
+
+def test_a_sighup_while_the_processes_start_stops_nothing(
+    tmp_path: Path, redis_url: str, producer: Producer
+) -> None:
+    # Given a supervisor starting two processes, told to reload while they are not ready yet
+    # (a config tool's reload right after a deploy); before, a child not yet listening for
+    # SIGHUP died of it, and the supervisor stopped the fleet as after a failed start
+    sandbox = Sandbox(accounts={"a": "tok-a"}).start()
+    path = tmp_path / "accounts.toml"
+    path.write_text(accounts_toml({"a": "tok-a"}))
+    env = file_env(redis_url, sandbox.url, path, LIMECHAT_WORKER_PROCESSES="2")
+    worker = WorkerProcess(env).start()
+    try:
+        assert worker.proc is not None
+        wait_for(lambda: "started 2 worker processes" in worker.text(), 60, "the children")
+        for _ in range(3):  # (passed on to both, not ready yet)
+            os.kill(worker.proc.pid, signal.SIGHUP)
+            time.sleep(0.05)
+        # Then both come up and deliver
+        wait_for(lambda: worker.text().count("worker ready") == 2, 60, "two ready processes")
+        assert worker.proc.poll() is None, worker.text()[-3000:]
+        producer.send_event("e", phone=PHONE, account="a")
+        wait_for(lambda: len(sandbox.accepted()) == 1, 60, "the delivery")
+    finally:
+        worker.stop()
+        sandbox.stop()

@@ -142,3 +142,45 @@ def test_operators_read_the_ids_and_rates_without_the_tokens(tmp_path: Path) -> 
     # ping checks every account's configuration, tokens included
     with pytest.raises(ConfigError, match="BRAND_B_TOKEN"):
         Settings.from_env({"LIMECHAT_ACCOUNTS_FILE": write(tmp_path, TWO)})
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        (f'token = "{SECRET}\\r\\nX-Evil: 1"', "token must be visible ASCII"),
+        (f'token = "{SECRET} x"', "token must be visible ASCII"),
+        (f'token = "{SECRET}\\u00e9"', "token must be visible ASCII"),
+    ],
+)
+def test_a_token_that_cannot_be_a_header_is_refused_without_showing_it(
+    tmp_path: Path, line: str, named: str
+) -> None:
+    # (http.client would refuse it at every request, quoting it into the DLQ and the logs)
+    path = write(tmp_path, f'[[accounts]]\nid = "brand-a"\n{line}\n')
+    with pytest.raises(ConfigError) as refused:
+        settings_for(path)
+    assert named in str(refused.value) and "line" in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+def test_an_id_or_a_single_account_variable_that_cannot_be_a_header_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, f'[[accounts]]\nid = "brand\\na"\ntoken = "{SECRET}"\n')
+    with pytest.raises(ConfigError, match="id must be visible ASCII"):
+        settings_for(path)
+    env = {"LIMECHAT_ACCESS_TOKEN": f"{SECRET}\r\n", "LIMECHAT_ACCOUNT_ID": "acct"}
+    env["LIMECHAT_ACCESS_TOKEN"] = f"{SECRET}\rX: y"
+    with pytest.raises(ConfigError, match="LIMECHAT_ACCESS_TOKEN must be visible ASCII") as bad:
+        Settings.from_env(env)
+    assert SECRET not in str(bad.value)
+    with pytest.raises(ConfigError, match="LIMECHAT_ACCOUNT_ID must be visible ASCII"):
+        Settings.from_env({"LIMECHAT_ACCESS_TOKEN": "t", "LIMECHAT_ACCOUNT_ID": "a\x00b"})
+
+
+def test_a_file_nested_too_deeply_is_refused_not_raised(tmp_path: Path) -> None:
+    # (tomllib recurses: a RecursionError's traceback would carry the file's text, tokens too)
+    text = f'[[accounts]]\nid = "a"\ntoken = "{SECRET}"\nx = ' + "[" * 100_000 + "\n"
+    with pytest.raises(ConfigError, match="nested too deeply") as refused:
+        settings_for(write(tmp_path, text))
+    assert SECRET not in str(refused.value) and refused.value.__suppress_context__
