@@ -45,7 +45,10 @@ def test_a_worker_resumes_by_itself_after_an_outage_longer_than_its_patience(
         server.start()
         back = time.monotonic()
         # Then the same worker delivers everything, by itself
-        tally = wait_settled(range(300), chaos, server.client(), 60, "every event")
+        try:
+            tally = wait_settled(range(300), chaos, server.client(), 60, "every event")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nthe worker said:\n{worker.text()[-40000:]}") from None
         resumed_in = time.monotonic() - back
         assert worker.proc is not None and worker.proc.poll() is None, worker.text()[-3000:]
     assert (tally.delivered, tally.dead_lettered) == (300, 0), tally
