@@ -153,9 +153,31 @@ def _restored(channel: Channel, record: bytes, pushes: _Pushes, leftmost: bool) 
         (pushes.lpush if leftmost else pushes.rpush)(contract.QUEUE, dumps(message))
 
 
+def _connection_closed(channel: Any) -> bool:
+    """Whether ``channel``'s connection is closed under it.
+
+    kombu closes a connection's transport (its ``client`` set to None) while channels opened
+    on it may still be closed, or rejected on, after: such a channel cannot reach Redis, and
+    trying raised AttributeError deep in kombu. After a long Redis outage that escaped from
+    Celery's reconnection (``on_connection_error_after_connected``) and the worker did not
+    resume. The unacked records stay in Redis; the visibility timeout brings them back.
+    """
+    return getattr(channel.connection, "client", None) is None
+
+
 class QoS(kombu_redis.QoS):
+    def restore_unacked(self, client: Any = None) -> None:
+        if client is None and _connection_closed(self.channel):
+            log.info("connection closed: unacked messages come back after the visibility timeout")
+            if self._delivered is not None:
+                self._delivered.clear()
+            return
+        super().restore_unacked(client)
+
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
         channel = cast("Channel", self.channel)
+        if client is None and _connection_closed(channel):
+            return  # (see _connection_closed: its record stays in Redis, and comes back)
         with channel.conn_or_acquire(client) as client:
             record = client.hget(self.unacked_key, tag)
             pushes = _Pushes()
