@@ -65,7 +65,7 @@ def _queue_accounts(client: redis.Redis) -> tuple[Counter[str], bool]:
         try:
             body = json.loads(base64.b64decode(json.loads(raw)["body"]))
             events = body[0][0]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except Exception:  # (anything can be on the list: deep nesting, any type)
             continue  # (not a message of ours: the worker dead-letters it as malformed)
         for event in events if isinstance(events, list) else []:
             counts[_label(event)] += 1
@@ -84,6 +84,6 @@ def _hash_accounts(
             return counts, False
         try:
             counts[_label(event_of(json.loads(payload)))] += 1
-        except (ValueError, AttributeError):
+        except Exception:  # (a hostile entry must not take stats, the console or /metrics down)
             continue
     return counts, True

@@ -238,6 +238,10 @@ def test_oldest_waiting_age_and_queue_gauges_with_no_worker(
         r.rpush(contract.QUEUE, item)
         assert value(scrape(r), "limechat_queue_oldest_age_seconds") == 0
         assert stats_json(redis_url)["queue"]["oldest_age_seconds"] == 0
+    # and hostile entries where stats reads events by account (a parked retry, a dead letter)
+    r.hset(contract.RETRY_EVENTS, "odd", b"[" * 100_000)
+    r.hset(contract.DLQ_ENTRIES, "odd", b"[" * 100_000)
+    assert stats_json(redis_url)["retries"]["parked"] >= 0
 
 
 def record_many(redis_url: str, names: list[str], outcome: str = "delivered") -> None:
