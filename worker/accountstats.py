@@ -8,7 +8,6 @@ parked entries, dead letters). Past that the counts cover what was read and say 
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -18,6 +17,7 @@ import redis
 
 from producer import contract
 
+from .queueage import queued_events
 from .ratelimit import Rate
 from .stats import rate_state
 
@@ -62,12 +62,7 @@ def _queue_accounts(client: redis.Redis) -> tuple[Counter[str], bool]:
     counts: Counter[str] = Counter()
     total = int(client.llen(contract.QUEUE))
     for raw in client.lrange(contract.QUEUE, 0, SCAN_LIMIT - 1):
-        try:
-            body = json.loads(base64.b64decode(json.loads(raw)["body"]))
-            events = body[0][0]
-        except Exception:  # (anything can be on the list: deep nesting, any type)
-            continue  # (not a message of ours: the worker dead-letters it as malformed)
-        for event in events if isinstance(events, list) else []:
+        for event in queued_events(raw) or []:
             counts[_label(event)] += 1
     return counts, total <= SCAN_LIMIT
 

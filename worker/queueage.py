@@ -28,16 +28,28 @@ def oldest_waiting_age(client: redis.Redis, now: float) -> float:
     return max(now - since, 0.0) if since is not None else 0.0
 
 
-def waiting_since(raw: bytes | str) -> float | None:
-    """The earliest time an event of this queue message started waiting, or None."""
+def queued_events(raw: bytes | str) -> list[Any] | None:
+    """The events a queue message carries (``deliver(events)``), or None if it is not one.
+
+    Never raises: anything can be on the list (deep nesting, huge numbers, any type); the
+    worker dead-letters what is not a message of ours.
+    """
     try:
         message = json.loads(raw)
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        times = [_since(event) for event in args[0]]
-    except Exception:  # (anything can be on the list: deep nesting, huge numbers, any type)
+        events = json.loads(body)[0][0]
+    except Exception:
+        return None
+    return events if isinstance(events, list) else None
+
+
+def waiting_since(raw: bytes | str) -> float | None:
+    """The earliest time an event of this queue message started waiting, or None."""
+    try:
+        times = [_since(event) for event in queued_events(raw) or []]
+    except Exception:  # (an event of any shape, times too large for a float)
         return None
     known = [t for t in times if t is not None]
     return min(known) if known else None
