@@ -126,12 +126,15 @@ class Producer:
         events = [_event_from_item(item, index) for index, item in enumerate(items)]
         if not events:
             return []
-        messages = wire.encode_batches(events, self.settings.batch_size)
+        self.enqueue_messages(wire.encode_batches(events, self.settings.batch_size))
+        return [e["id"] for e in events]
+
+    def enqueue_messages(self, messages: list[str]) -> None:
+        """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
         with _enqueue_errors(self._where):
             pipe = self._redis.pipeline(transaction=True)
             pipe.lpush(contract.QUEUE, *messages)
             pipe.execute()
-        return [e["id"] for e in events]
 
     def close(self) -> None:
         self._redis.close()
