@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test smoke lint typecheck unit install clean
+.PHONY: run test smoke lint typecheck unit install clean bench-arq
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,10 @@ unit: $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# The naive arq job of the benchmarks (bench/naive_arq.py): arq pins redis<6, which our floor
+# refuses, so it gets a virtualenv of its own.
+bench-arq: .venv-arq/bin/arq
+.venv-arq/bin/arq:
+	$(PYTHON) -m venv .venv-arq
+	.venv-arq/bin/python -m pip install --quiet arq httpx
