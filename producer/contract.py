@@ -77,12 +77,26 @@ def idempotency_key(account: str | None, key: str) -> str:
     return f"{PREFIX}:idem:{len(scope)}:{scope}:{key}"
 
 
+def delivered_bucket_key(bucket: int) -> str:
+    """The set of ids of the events LimeChat accepted during marker bucket ``bucket``
+    (epoch seconds // :data:`DELIVERED_BUCKET_SECONDS`); see worker/markers.py."""
+    return f"{PREFIX}:delivered_in:{bucket}"
+
+
+#: The delivered markers' time buckets: one set per this many seconds.
+DELIVERED_BUCKET_SECONDS = 60 * 60
+#: A delivered event is remembered at least this long (worker/markers.py says why; the worker
+#: stretches it to four visibility timeouts when that is longer).
+DELIVERED_MARKER_WINDOW_SECONDS = 4 * 60 * 60
+
+
 def delivered_key(event_id: str) -> str:
-    """The Redis key marking an event LimeChat already accepted (skip it if redelivered)."""
+    """The per-event marker key of earlier versions (read, never written now): a worker of this
+    version still skips what a worker of the previous one delivered during a rolling upgrade."""
     return f"{PREFIX}:delivered:{event_id}"
 
 
-#: How long a delivered event is remembered, so a redelivery after a crash is not sent twice.
+#: How long earlier versions kept their per-event marker.
 DELIVERED_MARKER_TTL_SECONDS = 24 * 60 * 60
 
 

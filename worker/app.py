@@ -150,6 +150,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # One list per queue, no priority sub-lists: a message is then taken with BLMOVE into
         # the worker's taking list, never lost between taking and recording it (transport.py).
         "priority_steps": [0],
+        # Single-event messages waiting behind the one taken travel with it, up to a batch
+        # (worker/coalesce.py).
+        "coalesce_events": settings.batch_size,
         # Do not wait forever on a Redis that vanished without closing the socket.
         "socket_timeout": 30,
         "socket_connect_timeout": 5,

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from producer import contract
 from producer.envelope import Attempt, Event
 
+from . import markers, metering
 from .accounts import Account, Accounts
 from .backoff import parse_retry_after, retry_delay
 from .deadletter import DeadLetters
@@ -86,6 +86,8 @@ class Deliverer:
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
         self.stopping = StopFlag()
+        #: how long a delivered event stays marked (worker/markers.py)
+        self.marked_for = markers.window(settings.visibility_timeout)
 
     def deliver_message(
         self, args: Sequence[Any], kwargs: dict[str, Any], *, redelivered: bool = True
@@ -281,29 +283,39 @@ class Deliverer:
         """Collect delivered markers and counters, and write them in one pipeline.
 
         They are written when the batch ends (before its message is acknowledged) and at
-        least every :data:`MARKER_FLUSH_SECONDS` during it: one round trip for many events,
-        at the price of sending again, after a crash, what was delivered since the last write.
+        least every :data:`MARKER_FLUSH_SECONDS` during it: one SADD of markers and one call
+        of counters for many events, at the price of sending again, after a crash, what was
+        delivered since the last write.
         """
-        pipe = self._redis.pipeline(transaction=False)
-        last_flush = [time.monotonic()]
+        ids: list[str] = []
+        tally = metering.Tally()
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal tally, last_flush
+            now = time.time()
+            pipe = self._redis.pipeline(transaction=False)
+            markers.mark(pipe, ids, self.marked_for, now)
+            tally.write(pipe, "delivered", now)
+            pipe.execute()
+            ids.clear()
+            tally = metering.Tally()
+            last_flush = time.monotonic()
 
         def record(event: Event, answer: Answer) -> None:
-            pipe.set(
-                contract.delivered_key(event["id"]), "1", ex=contract.DELIVERED_MARKER_TTL_SECONDS
-            )
-            count_outcome(
-                pipe, "delivered", event["event"], answer.status, created_at=event.get("created_at")
+            ids.append(event["id"])
+            tally.add(
+                event["event"], answer.status, created_at=event.get("created_at"), now=time.time()
             )
             log_outcome(log, logging.INFO, "delivered", event, answer, account=self._label(event))
-            if time.monotonic() - last_flush[0] >= MARKER_FLUSH_SECONDS:
-                pipe.execute()
-                last_flush[0] = time.monotonic()
+            if time.monotonic() - last_flush >= MARKER_FLUSH_SECONDS:
+                flush()
 
         try:
             yield record
         finally:
-            if len(pipe):
-                pipe.execute()
+            if ids:
+                flush()
 
     def _dead_letter(self, event: Event, reason: Reason, answer: Answer | None, error: str) -> None:
         """Store a dead letter (counted, logged, reported once); raises only ``RedisError``."""
@@ -393,10 +405,7 @@ class Deliverer:
         return classify_status(answer.status, parse_retry_after(answer.retry_after, time.time()))
 
     def _already_delivered(self, events: Sequence[Event]) -> set[str]:
-        if not events:
-            return set()
-        flags = self._redis.mget([contract.delivered_key(e["id"]) for e in events])
-        return {e["id"] for e, flag in zip(events, flags, strict=False) if flag is not None}
+        return markers.delivered(self._redis, [e["id"] for e in events], self.marked_for)
 
     def _dead_letter_malformed(self, raw: object, problem: str) -> None:
         event_id = raw.get("id") if isinstance(raw, dict) else None

@@ -3,9 +3,10 @@
 The stats counters ``limechat-events stats`` shows (worker/stats.py reads them), and what the
 metrics need besides: the counter by outcome, HTTP status and event label, the per-minute count
 the console charts (a hash per minute, kept two hours), and for a delivery its latency
-histogram bucket and sum. One command per outcome: redis-py spends more per command queued
-than Redis spends running the script (docs/benchmarks.md, "Metrics recording"), so this costs
-less than the three HINCRBYs the stats counters alone used to. Workers only add; the exporter
+histogram bucket and sum. One command per outcome, or per batch for a batch's deliveries
+(:class:`Tally`): redis-py spends more per command queued than Redis spends running the script
+(docs/benchmarks.md, "Metrics recording"), so this costs less than the three HINCRBYs the
+stats counters alone used to. Workers only add; the exporter
 (worker/metrics.py) and the console read.
 
 Event names are user data, so their labels are capped: the first
@@ -55,30 +56,90 @@ OTHER = "other"
 OUTCOMES = ("delivered", "retried", "dead_lettered")
 
 # KEYS: stats counters, admitted names, labelled counters, this minute's hash, latency
-# ARGV: outcome, event name, status, cap, minute TTL, latency bucket ('' for none), latency ms
+# ARGV: outcome, cap, minute TTL, how many outcomes, latency sum (ms), how many latency
+# buckets, then each bucket's (le, count), then (event name, status, count) per group
+# One call for a whole batch's outcomes: the totals once, each (name, status) group once.
 _RECORD = """
-local outcome, name, status = ARGV[1], ARGV[2], ARGV[3]
-redis.call('HINCRBY', KEYS[1], outcome, 1)
-redis.call('HINCRBY', KEYS[1], outcome .. ':event:' .. name, 1)
-redis.call('HINCRBY', KEYS[1], 'status:' .. status, 1)
-local label = name
-if label ~= 'other' and redis.call('SISMEMBER', KEYS[2], label) == 0 then
-  if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[4]) then
-    redis.call('SADD', KEYS[2], label)
-  else
-    label = 'other'
-  end
+local outcome, cap, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local total, nbuckets = ARGV[4], tonumber(ARGV[6])
+redis.call('HINCRBY', KEYS[1], outcome, total)
+redis.call('HINCRBY', KEYS[4], outcome, total)
+redis.call('EXPIRE', KEYS[4], ttl)
+local i = 7
+for _ = 1, nbuckets do
+  redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1])
+  i = i + 2
 end
-redis.call('HINCRBY', KEYS[3], outcome .. '|' .. status .. '|' .. label, 1)
-redis.call('HINCRBY', KEYS[4], outcome, 1)
-redis.call('EXPIRE', KEYS[4], ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
-  redis.call('HINCRBY', KEYS[5], 'sum_ms', ARGV[7])
+if nbuckets > 0 then redis.call('HINCRBY', KEYS[5], 'sum_ms', ARGV[5]) end
+while i + 2 <= #ARGV do
+  local name, status, n = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('HINCRBY', KEYS[1], outcome .. ':event:' .. name, n)
+  redis.call('HINCRBY', KEYS[1], 'status:' .. status, n)
+  local label = name
+  if label ~= 'other' and redis.call('SISMEMBER', KEYS[2], label) == 0 then
+    if redis.call('SCARD', KEYS[2]) < cap then
+      redis.call('SADD', KEYS[2], label)
+    else
+      label = 'other'
+    end
+  end
+  redis.call('HINCRBY', KEYS[3], outcome .. '|' .. status .. '|' .. label, n)
+  i = i + 3
 end
 """
 # (sent whole with EVAL, which Redis caches by its SHA1: EVALSHA would need redis-py's
 # SCRIPT EXISTS before each pipeline, or fail the pipeline after Redis restarts)
+
+
+class Tally:
+    """The outcomes of one kind (delivered, retried, ...) of a batch, summed for one write."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.groups: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, int] = {}
+        self.sum_ms = 0
+
+    def add(
+        self, event_name: str, status: int | None, *, created_at: float | None, now: float
+    ) -> None:
+        """One outcome; ``created_at`` (a delivery's enqueue time) adds its latency."""
+        self.count += 1
+        group = (event_name, "none" if status is None else str(status))
+        self.groups[group] = self.groups.get(group, 0) + 1
+        if created_at is not None:
+            # (a producer's clock ahead of ours counts 0; an absurd created_at is capped)
+            latency = min(max(now - created_at, 0.0), _LATENCY_CAP_SECONDS)
+            bucket = bucket_label(latency)
+            self.latency[bucket] = self.latency.get(bucket, 0) + 1
+            self.sum_ms += round(latency * 1000)
+
+    def write(self, pipe: redis.client.Pipeline, outcome: str, now: float) -> None:
+        """Queue the counters on ``pipe`` (one command)."""
+        if not self.count:
+            return
+        args: list[str | int] = [
+            outcome,
+            contract.METRICS_EVENT_LABELS_MAX,
+            contract.METRICS_MINUTE_TTL_SECONDS,
+            self.count,
+            self.sum_ms,
+            len(self.latency),
+        ]
+        for le, n in self.latency.items():
+            args += [le, n]
+        for (name, status), n in self.groups.items():
+            args += [name, status, n]
+        pipe.eval(
+            _RECORD,
+            5,
+            contract.STATS_COUNTERS,
+            contract.METRICS_EVENT_NAMES,
+            contract.METRICS_COUNTERS,
+            contract.minute_key(int(now // 60)),
+            contract.METRICS_LATENCY,
+            *args,
+        )
 
 
 def record(
@@ -93,27 +154,9 @@ def record(
     """Queue the counters of one outcome; ``created_at`` (a delivery's enqueue time) adds its
     latency. ``now`` is this host's clock, like the producer's ``created_at``."""
     now = time.time() if now is None else now
-    bucket, latency_ms = "", 0
-    if created_at is not None:
-        # (a producer's clock ahead of ours counts 0; an absurd created_at is capped)
-        latency = min(max(now - created_at, 0.0), _LATENCY_CAP_SECONDS)
-        bucket, latency_ms = bucket_label(latency), round(latency * 1000)
-    pipe.eval(
-        _RECORD,
-        5,
-        contract.STATS_COUNTERS,
-        contract.METRICS_EVENT_NAMES,
-        contract.METRICS_COUNTERS,
-        contract.minute_key(int(now // 60)),
-        contract.METRICS_LATENCY,
-        outcome,
-        event_name,
-        "none" if status is None else str(status),
-        contract.METRICS_EVENT_LABELS_MAX,
-        contract.METRICS_MINUTE_TTL_SECONDS,
-        bucket,
-        latency_ms,
-    )
+    tally = Tally()
+    tally.add(event_name, status, created_at=created_at, now=now)
+    tally.write(pipe, outcome, now)
 
 
 def bucket_label(seconds: float) -> str:

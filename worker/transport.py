@@ -42,7 +42,7 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
 from producer import contract
-from worker import pidbox, taking
+from worker import coalesce, pidbox, taking
 from worker.fullredis import FullRedisWait, is_full
 from worker.intake import take
 from worker.server import require_supported
@@ -120,6 +120,19 @@ for i = 3, #KEYS do
   else redis.call('RPUSH', KEYS[i], message) end
 end
 return 1
+"""
+
+
+# KEYS[1]: the unacked index  KEYS[2]: the unacked hash  KEYS[3]: the taking list  KEYS[4]: queue
+# ARGV[1]: delivery tag  ARGV[2]: time  ARGV[3]: the unacked record  ARGV[4]: how many items
+# the take moved into the taking list  ARGV[5..]: those to put back on the queue (RPUSH order)
+# The ZADD is the first write: a full Redis refuses the call whole, and the items stay in the
+# taking list (put back before the next take).
+_RECORD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('LTRIM', KEYS[3], tonumber(ARGV[4]), -1)
+if #ARGV > 4 then redis.call('RPUSH', KEYS[4], unpack(ARGV, 5)) end
 """
 
 
@@ -218,19 +231,30 @@ class QoS(kombu_redis.QoS):
             client.eval(_FORGET, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        taken_from = cast("Channel", self.channel).taking_now
+        channel = cast("Channel", self.channel)
+        taken_from = channel.taking_now
         if taken_from is None:
             super().append(message, delivery_tag)
             return
         delivery = message.delivery_info
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:
-            # One MULTI: recorded as unacknowledged, and off the taking list (its newest item
-            # is the message just moved there).
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, record)
-            pipe.lpop(taken_from)
-            pipe.execute()
+        taken, put_back = channel.taken_now
+        with channel.conn_or_acquire() as client:
+            # One script: recorded as unacknowledged, off the taking list (its newest items
+            # are the ones just moved there), what did not fit back on the queue.
+            client.eval(
+                _RECORD,
+                4,
+                self.unacked_index_key,
+                self.unacked_key,
+                taken_from,
+                contract.taking_source(taken_from),
+                delivery_tag,
+                time.time(),
+                record,
+                taken,
+                *put_back,
+            )
         virtual.QoS.append(self, message, delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
@@ -243,8 +267,16 @@ class QoS(kombu_redis.QoS):
             log.debug("restoring unacknowledged messages waits for memory: %s", exc)
 
 
+#: A take of one message, nothing put back.
+_ALONE: tuple[int, list[bytes]] = (1, [])
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    #: most events one delivery carries when waiting messages are coalesced (1: never);
+    #: the worker sets it to LIMECHAT_BATCH_SIZE through its transport options
+    coalesce_events = 1
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "coalesce_events")
     # kombu's own attributes used here, which kombu-stubs do not declare
     connection_errors: tuple[type[BaseException], ...]
     _queue_cycle: Any
@@ -259,6 +291,8 @@ class Channel(kombu_redis.Channel):
         self.taking_lists: dict[str, str] = {}
         #: the taking list of the message being handed to kombu right now, if any
         self.taking_now: str | None = None
+        #: how many items the take in hand moved into that list, and those to put back
+        self.taken_now = _ALONE
         self._moving_from: str | None = None
         #: taking lists holding a message taken but not recorded (Redis was full then)
         self._leftovers: set[str] = set()
@@ -361,7 +395,8 @@ class Channel(kombu_redis.Channel):
             into = self.taking_lists[source]
             self.taking_now = into
             try:
-                self.connection._deliver(take(item, source), source)
+                message, self.taken_now = self._coalesced(item, source, into)
+                self.connection._deliver(message, source)
             except ResponseError as exc:
                 if not is_full(exc):
                     raise
@@ -371,11 +406,37 @@ class Channel(kombu_redis.Channel):
                 raise Empty() from None
             finally:
                 self.taking_now = None
+                self.taken_now = _ALONE
             return True
         finally:
             self._in_poll = None
             self._moving_from = None
             self._flush_brpop_reauth()
+
+    def _coalesced(
+        self, item: bytes, source: str, into: str
+    ) -> tuple[dict[str, Any], tuple[int, list[bytes]]]:
+        """The message to deliver for ``item``, carrying the events of messages waiting
+        behind it (worker/coalesce.py); and how many items the taking list got, and which of
+        them go back to the queue."""
+        first = take(item, source)
+        carried = coalesce.events_of(first)
+        room = self.coalesce_events - len(carried or ())
+        if carried is None or room < 1:
+            return first, _ALONE
+        free = self.qos.can_consume_max_estimate() or 1
+        try:
+            with self.conn_or_acquire() as client:
+                items = client.eval(coalesce.MOVE_MORE, 2, source, into, room, max(1, free))
+        except ResponseError as exc:
+            if not is_full(exc):
+                raise
+            return first, _ALONE  # (nothing moved: deliver this one alone)
+        if not items:
+            return first, _ALONE
+        more = [(raw, take(raw, source)) for raw in reversed(items)]
+        merged = coalesce.merge(first, more, self.coalesce_events, source)
+        return merged.message, (1 + len(items), merged.put_back)
 
     def _receive_one(self, c: Any) -> Any:
         # A broadcast on the pidbox channel that kombu cannot read would raise here (kombu

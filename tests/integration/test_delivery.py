@@ -23,6 +23,7 @@ from tests.helpers import (
     wait_for,
     worker_env,
 )
+from worker import markers
 from worker.deadletter import DeadLetters
 from worker.sandbox import Reply, Request, Sandbox
 
@@ -108,7 +109,7 @@ def test_a_500_then_200_is_delivered_once_on_the_retry(
         time.sleep(0.5)  # nothing more should arrive
         assert worker.saw(f"retry scheduled evt={event_id}")
     assert [status for _, status in receiver.requests] == [500, 200]
-    assert r.exists(contract.delivered_key(event_id))
+    assert markers.is_delivered(r, event_id)
     assert dlq(r) == []
     assert r.zcard(contract.RETRY_DUE) == 0 and r.hlen(contract.RETRY_EVENTS) == 0
 
@@ -170,7 +171,7 @@ def test_an_event_of_another_account_is_dead_lettered_without_a_request(
         wait_for(lambda: dlq(r) and receiver.accepted(), 20, "one dead letter, one delivery")
     assert [e["reason"] for e in dlq(r)] == ["unknown_account"]
     assert [req.body["event"] for req in receiver.accepted()] == ["order_placed"]
-    assert r.exists(contract.delivered_key(mine))
+    assert markers.is_delivered(r, mine)
 
 
 def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_going(

@@ -1,0 +1,91 @@
+"""Coalescing: single-event messages waiting on the queue travel on as one batch.
+
+Celery spends about a millisecond of a worker's CPU on each task message whatever it carries,
+so a web app's one-event messages cost four times what batches do. When the transport has
+taken a message with BLMOVE (worker/transport.py) and more are waiting, it moves some of them
+into the same taking list in one Lua call (:data:`MOVE_MORE`), merges the events of all of
+them into one ``deliver`` message (:func:`merge`), and records that as unacknowledged while
+removing them from the taking list in one more Lua call (``_RECORD`` in worker/transport.py).
+At every instant each message is on the queue, in the taking list, or inside the unacknowledged
+record, exactly as for a message taken alone (worker/taking.py): nothing is lost to a SIGKILL
+between the steps, and a batch that comes back is marked redelivered, so the delivered markers
+(worker/markers.py) are read for each of its events.
+
+Nothing is held back: only messages already waiting are moved, never one awaited. Each take
+moves a fair share of what waits (the waiting messages over the prefetch slots still free), so
+a burst is spread over the threads rather than delivered by one, and at most as many events as
+``LIMECHAT_BATCH_SIZE`` travel together; what does not fit goes back to the queue's head.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any, NamedTuple
+
+from producer import wire
+
+# KEYS[1]: the queue   KEYS[2]: the taking list
+# ARGV[1]: most messages to move   ARGV[2]: prefetch slots free (the share's divisor)
+# Moves a share of the oldest waiting messages into the taking list; returns them, newest
+# first. The LPUSH is the first write: a full Redis refuses the call whole.
+MOVE_MORE = """
+local waiting = redis.call('LLEN', KEYS[1])
+local n = math.min(tonumber(ARGV[1]), math.ceil(waiting / tonumber(ARGV[2])))
+if n < 1 then return {} end
+local items = redis.call('LRANGE', KEYS[1], -n, -1)
+redis.call('LPUSH', KEYS[2], unpack(items))
+redis.call('LTRIM', KEYS[1], 0, -(#items + 1))
+return items
+"""
+
+
+class Merged(NamedTuple):
+    #: the message to hand to kombu: the first one as it was, or one carrying every event
+    message: dict[str, Any]
+    #: raw items that did not fit, oldest last (RPUSHed in this order, the oldest is next)
+    put_back: list[bytes]
+
+
+def events_of(message: dict[str, Any]) -> list[Any] | None:
+    """The events a vetted ``deliver`` message carries (None if it cannot be read so)."""
+    try:
+        if message["properties"]["body_encoding"] != "base64":
+            return None
+        body = json.loads(base64.b64decode(message["body"]))
+        events = body[0][0]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return events if isinstance(events, list) else None
+
+
+def redelivered(message: dict[str, Any]) -> bool:
+    info = message["properties"].get("delivery_info") or {}
+    return bool(message["headers"].get("redelivered") or info.get("redelivered"))
+
+
+def merge(
+    first: dict[str, Any], more: list[tuple[bytes, dict[str, Any]]], limit: int, queue: str
+) -> Merged:
+    """``first`` and as many of ``more`` (raw item, vetted message; oldest first) as fit in
+    ``limit`` events, in order, as one message of ``queue``; the raw items of the rest."""
+    events = events_of(first)
+    if events is None or not more:
+        return Merged(first, [raw for raw, _ in reversed(more)])
+    merged = list(events)
+    again = redelivered(first)
+    taken = 0
+    for _, message in more:
+        carried = events_of(message)
+        if carried is None or len(merged) + len(carried) > limit:
+            break
+        merged += carried
+        again = again or redelivered(message)
+        taken += 1
+    rest = [raw for raw, _ in reversed(more[taken:])]
+    if not taken:
+        return Merged(first, rest)
+    message = dict(json.loads(wire.encode_message(merged, queue=queue, redelivered=again)))
+    message["properties"]["delivery_tag"] = uuid.uuid4().hex
+    return Merged(message, rest)

@@ -1,0 +1,116 @@
+"""Delivered markers: which events LimeChat already accepted, so a copy of one is not sent again.
+
+A copy of a delivered event can come back to a worker in these ways, all marked redelivered
+(the only messages whose events are looked up here):
+
+- kombu's restore of an unacknowledged message, and our taking-list recovery, after the
+  visibility timeout (a worker killed after the 2xx and before the acknowledgement);
+- a message handed back at once (Redis failed mid-batch: ``Reject(requeue=True)``);
+- the scheduler re-promoting a claim whose promoter died, after its claim timeout (the
+  visibility timeout);
+- the outbox relay sending its rows again after it was killed between the enqueue and its
+  database commit, as soon as it runs again;
+- a DLQ replay or import of an event one copy of which was delivered (operators, any time).
+
+Each copy is looked up when a worker takes it, which may be after it waited in the queue
+behind a backlog. So a marker must outlive the visibility timeout plus the longest wait in the
+queue; :func:`window` keeps it :data:`~producer.contract.DELIVERED_MARKER_WINDOW_SECONDS`
+(four hours), or four visibility timeouts if that is longer. A copy looked up later than that
+is sent again: at least once still, a duplicate only where the old 24-hour marker would have
+caught it (a DLQ replay of a delivered copy days later, a relay down for hours).
+
+Markers live in one set per hour (``limechat:delivered_in:<hour>``), each id as its 16 raw
+bytes, the set expiring one window after its hour ends. Writing a batch's markers is one SADD
+and one EXPIREAT; a per-event key with its own TTL cost a command and about 104 bytes per
+event for 24 hours. A set member costs about 60 bytes, kept on average the window and half an
+hour: about 11 bytes per event averaged over a day (docs/benchmarks.md). Looking up is one
+SMISMEMBER per hour of the window, plus one MGET of the per-event keys earlier versions wrote
+(a rolling upgrade keeps honouring them).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+import redis
+
+from producer import contract
+
+
+def window(visibility_timeout: float) -> float:
+    """How long, in seconds, a delivered event stays marked."""
+    return max(float(contract.DELIVERED_MARKER_WINDOW_SECONDS), 4.0 * visibility_timeout)
+
+
+def member(event_id: str) -> bytes:
+    """An event id as a marker set holds it: a canonical UUID's 16 bytes, else its text."""
+    try:
+        parsed = uuid.UUID(event_id)
+    except (ValueError, TypeError, AttributeError):
+        parsed = None
+    if parsed is not None and str(parsed) == event_id:
+        return parsed.bytes
+    return b"=" + str(event_id).encode("utf-8", "surrogatepass")
+
+
+def _bucket(now: float) -> int:
+    return int(now // contract.DELIVERED_BUCKET_SECONDS)
+
+
+def mark(
+    pipe: redis.client.Pipeline, event_ids: Sequence[str], marked_for: float, now: float
+) -> None:
+    """Queue the markers of ``event_ids`` on ``pipe``, kept ``marked_for`` seconds at least."""
+    if not event_ids:
+        return
+    bucket = _bucket(now)
+    key = contract.delivered_bucket_key(bucket)
+    pipe.sadd(key, *[member(i) for i in event_ids])
+    ends = (bucket + 1) * contract.DELIVERED_BUCKET_SECONDS
+    pipe.expireat(key, int(ends + marked_for) + 1)
+
+
+def delivered(
+    client: redis.Redis, event_ids: Sequence[str], marked_for: float, now: float | None = None
+) -> set[str]:
+    """Which of ``event_ids`` are marked delivered (in one pipeline)."""
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return set()
+    now = time.time() if now is None else now
+    members = [member(i) for i in ids]
+    buckets = _buckets(now, marked_for)
+    pipe = client.pipeline(transaction=False)
+    pipe.mget([contract.delivered_key(i) for i in ids])
+    for bucket in buckets:
+        pipe.smismember(contract.delivered_bucket_key(bucket), members)
+    legacy, *found = pipe.execute()
+    hits = {i for i, flag in zip(ids, legacy, strict=True) if flag is not None}
+    for flags in found:
+        hits.update(i for i, flag in zip(ids, flags, strict=True) if flag)
+    return hits
+
+
+def _buckets(now: float, marked_for: float) -> Iterable[int]:
+    # (one bucket either side for workers whose clocks differ from this one's)
+    return range(_bucket(now - marked_for) - 1, _bucket(now) + 2)
+
+
+def is_delivered(client: redis.Redis, event_id: str, marked_for: float = 0.0) -> bool:
+    """Whether ``event_id`` is marked (``marked_for`` 0: any marker still in Redis)."""
+    span = marked_for or float(contract.DELIVERED_MARKER_WINDOW_SECONDS) * 10
+    return event_id in delivered(client, [event_id], span)
+
+
+def expires_in(client: redis.Redis, event_id: str) -> float | None:
+    """Seconds until ``event_id``'s marker goes (None if it has none)."""
+    wanted = member(event_id)
+    now = time.time()
+    span = float(contract.DELIVERED_MARKER_WINDOW_SECONDS) * 10
+    for bucket in _buckets(now, span):
+        key = contract.delivered_bucket_key(bucket)
+        if client.smismember(key, [wanted])[0]:
+            return float(client.ttl(key))
+    return None
