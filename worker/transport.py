@@ -436,6 +436,11 @@ class Channel(kombu_redis.Channel):
             return first, _ALONE
         more = [(raw, take(raw, source)) for raw in reversed(items)]
         merged = coalesce.merge(first, more, self.coalesce_events, source)
+        log.debug(
+            "coalesced: %d message(s) taken as one delivery, %d put back",
+            1 + len(items) - len(merged.put_back),
+            len(merged.put_back),
+        )
         return merged.message, (1 + len(items), merged.put_back)
 
     def _receive_one(self, c: Any) -> Any:
