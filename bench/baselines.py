@@ -328,9 +328,7 @@ def run_system(
     return result
 
 
-def run_all(
-    systems: list[str], n: int, out: Path, repeat: int, latency: str
-) -> dict[str, Any]:
+def run_all(systems: list[str], n: int, out: Path, repeat: int, latency: str) -> dict[str, Any]:
     receiver = Receiver()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -409,4 +407,4 @@ def table(results: dict[str, Any]) -> str:
         if fig["runs"]:
             top = ", ".join(f"{k} {v}" for k, v in fig["runs"][-1]["commands"].items())
             extra.append(f"- {name}: commands of the last run: {top}")
-    return "\n".join(lines + [""] + extra)
+    return "\n".join([*lines, "", *extra])

@@ -1,4 +1,5 @@
-"""Issue 6's benchmark: our worker against the naive Celery task and a plain requests loop.
+"""Issue 6's benchmark: our worker against the naive Celery task and a plain requests loop (and,
+for issue 12, the naive Dramatiq actor and arq job: bench/baselines.py).
 
     python -m bench.run [--quick] [--out DIR] [--events N] [--outage-seconds S] [--rate R]
 
@@ -59,6 +60,7 @@ S_ENQUEUE = "enqueue: send_event vs .delay()"
 S_ENQUEUE_LATENCY = "enqueue: p50 / p99 per call"
 S_ENQUEUE_MANY = "enqueue: send_events of"
 S_SINGLE = "deliver: 1 event per message"
+S_SINGLE_OTHERS = "deliver: 1 event per message vs Dramatiq, arq"
 S_BATCH = "deliver: batch messages"
 S_CPU = "deliver: worker CPU per event"
 S_SLOW = "deliver: receiver answers in 100 ms"
@@ -70,6 +72,7 @@ SCENARIOS = (
     S_ENQUEUE_LATENCY,
     S_ENQUEUE_MANY,
     S_SINGLE,
+    S_SINGLE_OTHERS,
     S_BATCH,
     S_CPU,
     f"{S_SLOW}, 1 event/message",
@@ -481,6 +484,31 @@ def run_naive(pool: str, receiver: Receiver, plan: Plan, out: Path, results: Res
         fig["latency"] = latency_run(naive, receiver, plan)
 
 
+def run_others(name: str, receiver: Receiver, plan: Plan, out: Path, results: Results) -> None:
+    """The naive Dramatiq actor or arq job (bench/baselines.py): one event per message."""
+    from bench import baselines
+
+    if name == "arq" and not baselines.ARQ_PYTHON.exists():
+        print("arq skipped: `make bench-arq` first (arq needs a virtualenv of its own)")
+        return
+    client = fresh_redis()
+    system = baselines.make(name)
+    service = system.service(receiver, out)
+    fig = results.figures.setdefault(name, {})
+    try:
+        with running(service, system.ready):
+            print(f"{name}: one event per message", flush=True)
+            fig["single"] = baselines.throughput_run(system, service, receiver, client, plan.events)
+            print(f"  {fig['single']['per_s']:.0f}/s", flush=True)
+            if name == "dramatiq":  # (arq's enqueue runs in its own virtualenv: no latency)
+                fig["latency"] = baselines.latency_run(
+                    system, receiver, plan.latency_events, plan.latency_gap
+                )
+    finally:
+        system.close()
+        client.close()
+
+
 def run_plain(receiver: Receiver, plan: Plan, results: Results) -> None:
     fig = results.figures.setdefault("plain", {})
     print("plain loop: requests.Session.post, no queue", flush=True)
@@ -724,6 +752,21 @@ def build_rows(results: Results) -> list[Row]:
             f"{o / nb:.2f}x naive, {o / p:.0%} of plain",
             ">= 1.1x naive",
             _met(o >= 1.1 * nb),
+        )
+    )
+    dramatiq = f.get("dramatiq", {}).get("single", {}).get("per_s", math.nan)
+    arq = f.get("arq", {}).get("single", {}).get("per_s", math.nan)
+    rows.append(
+        Row(
+            S_SINGLE_OTHERS + " (events/s)",
+            _f(o),
+            f"Dramatiq {_f(dramatiq)}, arq {_f(arq)}",
+            "",
+            "",
+            "",
+            f"{o / dramatiq:.2f}x Dramatiq" + (f", {o / arq:.2f}x arq" if arq == arq else ""),
+            ">= 1.2x Dramatiq",
+            _met(o >= 1.2 * dramatiq),
         )
     )
     o = ours["batch"]["per_s"]
@@ -1050,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_ours(receiver, plan, out, results),
             lambda: run_naive("threads", receiver, plan, out, results),
             lambda: run_naive("prefork", receiver, plan, out, results),
+            lambda: run_others("dramatiq", receiver, plan, out, results),
+            lambda: run_others("arq", receiver, plan, out, results),
             lambda: run_plain(receiver, plan, results),
             lambda: run_outage_ours(receiver, plan, out, results),
             lambda: run_outage_naive(receiver, plan, out, results),

@@ -1,4 +1,4 @@
-"""Issue 12's table: single events through ours, Dramatiq, Celery and arq, and what each costs Redis.
+"""Issue 12's table: single events through ours, Dramatiq, Celery and arq, and their Redis costs.
 
     python -m bench.singles [--events N] [--out DIR] [--systems ours,dramatiq,...] [--repeat K]
 
