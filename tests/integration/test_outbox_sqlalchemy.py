@@ -7,6 +7,8 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +27,9 @@ from producer.sqlalchemy import (
 )
 from producer.sqlalchemy.relay import OutboxRelay
 from tests.chaos.redis_server import RedisServer, free_port
-from tests.helpers import WorkerProcess, wait_for, worker_env
+from tests.helpers import ROOT, WorkerProcess, wait_for, worker_env
 from tests.integration.outbox_support import (
+    TEST_DATABASE_URL,
     fill_outbox,
     outbox_engine,
     outbox_rows,
@@ -331,3 +334,22 @@ def test_relay_leaves_a_row_that_is_not_an_event(
     assert [q.event_id for q in queued(r)] == ids
     assert outbox_rows(engine) == 1
     assert caplog.text.count("is not an event") == 1
+
+
+def test_the_benchmark_runs(redis_url: str) -> None:
+    # Small sizes, no timings judged: the harness itself still works.
+    env = relay_env(redis_url, "unused")
+    env.update(
+        LIMECHAT_BENCH_REDIS_URL=redis_url,
+        LIMECHAT_BENCH_DATABASE_URL=TEST_DATABASE_URL,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.outbox_relay", "--rows", "2000", "--transactions", "50"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rows/s" in result.stdout and "outbox adds" in result.stdout
