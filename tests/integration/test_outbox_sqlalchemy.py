@@ -27,7 +27,7 @@ from producer.sqlalchemy import (
 )
 from producer.sqlalchemy.relay import OutboxRelay
 from tests.chaos.redis_server import RedisServer, free_port
-from tests.helpers import ROOT, WorkerProcess, wait_for, worker_env
+from tests.helpers import ROOT, WorkerProcess, run_cli, wait_for, worker_env
 from tests.integration.outbox_support import (
     TEST_DATABASE_URL,
     fill_outbox,
@@ -353,3 +353,11 @@ def test_the_benchmark_runs(redis_url: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rows/s" in result.stdout and "outbox adds" in result.stdout
+
+
+def test_relay_refuses_an_unusable_url_without_showing_its_password(redis_url: str) -> None:
+    url = f"nosuchdb://app:{DB_PASSWORD}@127.0.0.1/shop"
+    result = run_cli(relay_env(redis_url, url), "outbox-relay")
+    assert result.returncode == 2, result.stderr
+    assert "cannot use --database-url nosuchdb://app:***@127.0.0.1/shop" in result.stderr
+    assert DB_PASSWORD not in result.stdout + result.stderr
