@@ -132,7 +132,7 @@ class OutboxRelay:
                 failures += 1
                 self.stats.failures += 1
                 delay = _backoff(failures)
-                log.warning("relay step failed (retry in %.1fs): %s", delay, self._describe(exc))
+                log.warning("relay step failed (retry in %.1fs): %s", delay, self.describe(exc))
                 _nap(delay, should_stop, sleep)
                 continue
             if failures:
@@ -144,7 +144,7 @@ class OutboxRelay:
                 _nap(poll_interval, should_stop, sleep)
         return self.stats
 
-    def _describe(self, exc: Exception) -> str:
+    def describe(self, exc: Exception) -> str:
         if isinstance(exc, EnqueueError):
             return str(exc)  # (already redacted)
         # SQLAlchemy's text carries the statement and a link after the driver's first line.

@@ -137,6 +137,18 @@ def test_on_commit_rollback_sends_nothing(
     assert order_refs(engine, orders) == []
 
 
+def test_on_commit_honours_the_idempotency_key(
+    engine: Engine, producer: Producer, r: redis.Redis
+) -> None:
+    for _ in range(2):
+        with Session(engine) as session:
+            send_event_on_commit(
+                session, "order_placed", phone=PHONE, idempotency_key="order-1", producer=producer
+            )
+            session.commit()
+    assert len(queued(r)) == 1
+
+
 def test_on_commit_with_redis_down_commits_and_logs_the_event(
     engine: Engine, orders: Table, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -120,4 +120,4 @@ def _create_table(relay: Any, where: str) -> None:
     try:
         create_outbox_table(relay.engine)
     except SQLAlchemyError as exc:
-        fail(f"cannot create limechat_outbox in {where}: {relay._describe(exc)}")
+        fail(f"cannot create limechat_outbox in {where}: {relay.describe(exc)}")
