@@ -97,9 +97,15 @@ class Producer:
     ) -> str:
         """Validate one event and enqueue it; returns its id."""
         envelope = build_event(event, phone, distinct_id, data, account)
-        key = validation.check_optional_text(
-            "idempotency_key", idempotency_key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
-        )
+        return self.enqueue_event(envelope, check_idempotency_key(idempotency_key))
+
+    def enqueue_event(self, envelope: Event, key: str | None = None) -> str:
+        """Enqueue an envelope :func:`build_event` made (and a checked idempotency key).
+
+        For callers that validate now and enqueue later (``send_event_on_commit``): the id
+        they returned at call time is the id the queue sees. Returns the id of the event on
+        the queue (the first one's, when ``key`` was seen within its TTL).
+        """
         message = wire.encode_message([envelope])
         with _enqueue_errors(self._where):
             if key is None:
@@ -170,6 +176,13 @@ def build_event(
     payload, _ = validation.check_data(data)
     acct = validation.check_optional_text("account", account, contract.ACCOUNT_MAX_LENGTH)
     return new_event(name, e164, who, payload, acct)
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """``key`` if it is ``None`` or a usable idempotency key, else :class:`ValidationError`."""
+    return validation.check_optional_text(
+        "idempotency_key", key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
+    )
 
 
 def _event_from_item(item: object, index: int) -> Event:

@@ -6,6 +6,7 @@ Each event keeps its own outcome and attempt count, whatever batch it travels in
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -22,6 +23,7 @@ from . import markers, metering
 from .accounts import Account, Accounts
 from .backoff import parse_retry_after, retry_delay
 from .deadletter import DeadLetters
+from .inflight import AccountLoad, default_cap
 from .limechat import Answer, LimechatClient
 from .logs import log_outcome
 from .outcome import DeadLetter, Delivered, Outcome, Reason, Retry, classify_error, classify_status
@@ -42,6 +44,10 @@ SLOT_LEAD_SECONDS = 0.5
 MARKER_FLUSH_SECONDS = 0.5
 #: Times a thread asks the limiter for one event before handing it to the schedule.
 _LIMITER_TRIES = 20
+
+#: Parks the events of one account among those given (its next events wait too); returns
+#: the ids it parked.
+Parker = Callable[[Sequence[Event]], set[str]]
 
 
 class _Generation:
@@ -83,6 +89,12 @@ class Deliverer:
         self._limiters: dict[str, RateLimiter] = {}
         self._on_dead_letter = on_dead_letter
         self._rand = rand
+        #: requests out per account in this process, capped so a slow one keeps to its share
+        self.load = AccountLoad(
+            lambda: default_cap(
+                settings.concurrency, len(self.accounts.by_id), settings.account_concurrency
+            )
+        )
         #: Set when the worker begins a warm shutdown: finish the POST in flight, hand the
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
         self.stopping = StopFlag()
@@ -139,12 +151,13 @@ class Deliverer:
                 self._hand_off([e for e in rest if e["id"] not in done and e["id"] not in parked])
                 return
             try:
-                waiting = self.deliver_one(event, record)
-                if waiting is not None:
-                    # Its account's next slot is far off: so are those of the rest of its
-                    # events here. Park them all in one go, never holding a thread for them.
+                park_rest = self.deliver_one(event, record)
+                if park_rest is not None:
+                    # Its account cannot send now (its next slot is far off, or it has all
+                    # the requests out it may): neither can the rest of its events here.
+                    # Park them all in one go, never holding a thread for them.
                     rest = events[index + 1 :]
-                    parked |= self._park_waiting([e for e in rest if e["id"] not in done], waiting)
+                    parked |= park_rest([e for e in rest if e["id"] not in done])
             except redis.RedisError:
                 raise  # the task hands the whole message back
             except Exception as exc:
@@ -189,27 +202,45 @@ class Deliverer:
 
     def deliver_one(
         self, event: Event, record: Callable[[Event, Answer], None] | None = None
-    ) -> RateLimiter | None:
-        """One event: limit, POST, classify; ``record`` takes a delivered one (default: now).
+    ) -> Parker | None:
+        """One event: cap, limit, POST, classify; ``record`` takes a delivered one (default:
+        now).
 
-        Returns the account's limiter if the event was parked for a slot more than
-        :data:`MAX_SLOT_SLEEP_SECONDS` away (the account's next events wait too), else None.
+        Returns how to park the account's next events when this one was parked because its
+        account has as many requests out in this process as it may (see worker/inflight.py),
+        or its rate-limit slot is more than :data:`MAX_SLOT_SLEEP_SECONDS` away; else None.
         """
         named = event.get("account")
         account = self.accounts.resolve(named)
         if account is None:
             self._dead_letter_unknown(event)
             return None
+        if not self.load.claim(account.id):
+            self._park_turned_away(account.id, [event])
+            return functools.partial(self._park_turned_away, account.id)
+        try:
+            return self._deliver_claimed(event, named, account, record)
+        finally:
+            self.load.release(account.id)
+
+    def _deliver_claimed(
+        self,
+        event: Event,
+        named: str | None,
+        account: Account,
+        record: Callable[[Event, Answer], None] | None,
+    ) -> Parker | None:
         limiter = self.limiter(account)
         if limiter is not None:
             parked = self._take_slot(event, limiter)
             if parked is not None:
-                return limiter if parked else None
+                return functools.partial(self._park_for_slots, limiter) if parked else None
         event.pop("slot_at", None)
         answer = self._post(event, named)
         if answer is None:  # its account was removed while it waited for its slot
             self._dead_letter_unknown(event)
             return None
+        self.load.observe(account.id, answer.ms / 1000)
         outcome = self._classify(answer)
         if limiter is not None and answer.status == 429:
             # LimeChat's Retry-After is honoured up to the retry cap, like an event's own wait.
@@ -257,16 +288,33 @@ class Deliverer:
         error = self.accounts.unknown(event.get("account"))
         self._dead_letter(event, Reason.UNKNOWN_ACCOUNT, None, error)
 
-    def _park_waiting(self, events: Sequence[Event], limiter: RateLimiter) -> set[str]:
-        """Park ``limiter``'s account's events among ``events`` until slots reserved for them
-        in one call, in one pipeline; returns their ids. (Events holding a slot already, back
-        from the schedule, go their own way.)"""
+    def _of_account(self, account: str, events: Sequence[Event]) -> list[Event]:
         accounts = self.accounts
         mine = []
         for event in events:
-            account = accounts.resolve(event.get("account"))
-            if account is not None and account.id == limiter.account and "slot_at" not in event:
+            found = accounts.resolve(event.get("account"))
+            if found is not None and found.id == account:
                 mine.append(event)
+        return mine
+
+    def _park_turned_away(self, account: str, events: Sequence[Event]) -> set[str]:
+        """Park ``account``'s events among ``events`` (it has all the requests out it may),
+        to come back paced (no attempt counted), in one pipeline; returns their ids."""
+        mine = self._of_account(account, events)
+        if not mine:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for event, delay in zip(mine, self.load.come_back_in(account, len(mine)), strict=True):
+            self.schedule.park(event, delay, client=pipe)
+        pipe.execute()
+        log.debug("account %s at its cap of requests out: %d events parked", account, len(mine))
+        return {e["id"] for e in mine}
+
+    def _park_for_slots(self, limiter: RateLimiter, events: Sequence[Event]) -> set[str]:
+        """Park ``limiter``'s account's events among ``events`` until slots reserved for them
+        in one call, in one pipeline; returns their ids. (Events holding a slot already, back
+        from the schedule, go their own way.)"""
+        mine = [e for e in self._of_account(limiter.account, events) if "slot_at" not in e]
         if not mine:
             return set()
         now, slots = limiter.reserve(len(mine))

@@ -100,6 +100,9 @@ class Settings:
     timeout_seconds: float = _env("LIMECHAT_TIMEOUT_SECONDS", _float(0.01), default=10.0)
     visibility_timeout: float = _env("LIMECHAT_VISIBILITY_TIMEOUT", _float(1.0), default=300.0)
     concurrency: int = _env("LIMECHAT_WORKER_CONCURRENCY", _int(), default=16)
+    #: requests one account may have out per worker process; 0: none with one account, a
+    #: quarter of the threads with several (worker/inflight.py)
+    account_concurrency: int = _env("LIMECHAT_ACCOUNT_CONCURRENCY", _int(0), default=0)
     #: worker processes per ``limechat-events worker``; 0 (the default) means one per CPU
     processes: int = _env("LIMECHAT_WORKER_PROCESSES", _int(), default=0)
     batch_size: int = _env("LIMECHAT_BATCH_SIZE", _int(), default=contract.DEFAULT_BATCH_SIZE)

@@ -312,6 +312,71 @@ def test_one_accounts_backlog_and_429_pause_do_not_hold_back_another(
         sandbox.stop()
 
 
+def test_one_accounts_slow_answers_do_not_hold_back_another(
+    tmp_path: Path, redis_url: str, r: redis.Redis, producer: Producer
+) -> None:
+    """A answers in 3 s and has 300 single events waiting, enough to hold every thread; B's
+    100 events still all arrive within 2 s, and once A answers quickly again every A event
+    arrives (those turned away were parked, not lost)."""
+    a_slow = threading.Event()
+    a_slow.set()
+
+    def a_answers_slowly(request: Request) -> Reply | None:
+        if request.headers["x-fb-account-id"] == "a" and a_slow.is_set():
+            time.sleep(3.0)
+        return None
+
+    sandbox = Sandbox(accounts={"a": "tok-a", "b": "tok-b"}, responder=a_answers_slowly)
+    sandbox.start()
+    path = tmp_path / "accounts.toml"
+    path.write_text(accounts_toml({"a": "tok-a", "b": "tok-b"}, {"a": "1000/s", "b": "1000/s"}))
+    env = file_env(
+        redis_url,
+        sandbox.url,
+        path,
+        LIMECHAT_WORKER_PROCESSES="2",
+        LIMECHAT_WORKER_CONCURRENCY="8",  # the automatic cap: 2 requests out per account
+        LIMECHAT_TIMEOUT_SECONDS="10",  # slow, not timing out (a timeout would send again)
+        LIMECHAT_SCHEDULER_INTERVAL_SECONDS="0.05",
+    )
+    a_ids = [producer.send_event("a", phone=PHONE, data={"n": n}, account="a") for n in range(300)]
+    worker = WorkerProcess(env)
+    try:
+        worker.start()
+        # Given A's slow requests out, and time enough for A's messages to fill every thread
+        wait_for(lambda: len(sandbox.requests) >= 2, 30, "A's first requests")
+        time.sleep(1.0)
+        # When B sends 100 single events
+        sent_at = time.monotonic()
+        for n in range(100):
+            producer.send_event("b", phone=PHONE, data={"n": n}, account="b")
+        # Then they all arrive while A's requests are still out a few at a time (without the
+        # cap, B's events wait for threads behind A's 300 messages: 3 s a round of 16)
+        wait_for(lambda: by_account(sandbox)["b"] == 100, 30, "B's 100 events")
+        b_times = [q.received_at for q in sandbox.accepted() if q.headers["x-fb-account-id"] == "b"]
+        latest = max(b_times) - sent_at
+        a_answered = by_account(sandbox)["a"]
+        assert a_answered < 30, f"A had {a_answered} answers before B's last ({latest:.2f}s)"
+        # And when A answers quickly again, every one of its events arrives, once
+        a_slow.clear()
+        wait_for(lambda: by_account(sandbox)["a"] >= 300, 90, "A's 300 events")
+        wait_for(lambda: nothing_held(r), 30, "nothing held")
+        a_seen = Counter(
+            q.body["data"]["n"] for q in sandbox.accepted() if q.headers["x-fb-account-id"] == "a"
+        )
+        twice = {n: c for n, c in a_seen.items() if c > 1}
+        first = [ln for ln in worker.output if a_ids[0] in ln and "TaskPool" not in ln]
+        assert not twice, f"A events sent more than once: {twice}\n" + "".join(first)
+        assert sorted(a_seen) == list(range(300)) and len(a_ids) == 300
+        print(  # (the figures docs/accounts.md quotes; `pytest -s` shows them)
+            f"\nB's 100 events all arrived {latest:.2f}s after being sent "
+            f"(A answering in 3 s had {a_answered} answers meanwhile)"
+        )
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
 def test_operators_see_and_select_each_account(
     tmp_path: Path, redis_url: str, r: redis.Redis, producer: Producer
 ) -> None:

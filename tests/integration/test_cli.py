@@ -141,7 +141,8 @@ def readme_commands() -> set[tuple[str, ...]]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split("## The command line", 1)[1].split("```", 2)[1]
     found = (
-        re.match(r"limechat-events ([a-z]+)(?: ([a-z]+)\b)?", line) for line in block.split("\n")
+        re.match(r"limechat-events ([a-z][a-z-]*)(?: ([a-z]+)\b)?", line)
+        for line in block.split("\n")
     )
     commands = {tuple(g for g in m.groups() if g) for m in found if m}
     return commands | {command[:1] for command in commands}  # the groups too: dlq, retries

@@ -1,8 +1,9 @@
 """``limechat-events``: run a worker, send events, run the sandbox, inspect and replay the DLQ.
 
 One module per concern: ``run`` (worker, up, sandbox), ``send``, ``dlq``, ``inspect`` (stats,
-retries, ping), ``web`` (the console); ``render`` draws tables and times, ``common`` maps
-errors to exit codes. The commands call :mod:`worker.operations`, which the web console calls too.
+retries, ping), ``web`` (the console), ``outbox`` (the SQLAlchemy outbox's relay); ``render``
+draws tables and times, ``common`` maps errors to exit codes. The commands call
+:mod:`worker.operations`, which the web console calls too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main() -> None:
 
 
 # The commands, in the order `--help` lists them (click sorts them by name anyway).
-from . import dlq, inspect, run, send, web  # noqa: E402
+from . import dlq, inspect, outbox, run, send, web  # noqa: E402
 
 main.add_command(run.worker)
 main.add_command(send.send)
@@ -35,5 +36,6 @@ main.add_command(inspect.stats)
 main.add_command(inspect.retries)
 main.add_command(inspect.ping)
 main.add_command(web.web)
+main.add_command(outbox.outbox_relay)
 
 __all__ = ["main"]

@@ -1,0 +1,119 @@
+"""``send_event_on_commit``: validate now, enqueue after the session's transaction commits.
+
+The pending events live in ``session.info``, each with the (sub)transaction it was sent in. A
+rolled-back savepoint drops the events sent inside it (and inside savepoints under it); the
+outermost transaction ending without a commit (rollback, ``close()``) drops them all; its
+commit sends them, in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
+
+from ..api import Producer, build_event, check_idempotency_key, default_producer
+from ..envelope import Event
+from ..errors import EnqueueError
+
+log = logging.getLogger("limechat_events.sqlalchemy")
+
+_PENDING = "limechat_events.pending"  # session.info key: list[_Pending]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    envelope: Event
+    key: str | None
+    producer: Producer | None
+    #: the transaction it was sent in (None: none had begun; it joins the next one)
+    transaction: SessionTransaction | None
+
+
+def send_event_on_commit(
+    session: Session | scoped_session[Any],
+    event: str,
+    *,
+    phone: str,
+    distinct_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    account: str | None = None,
+    idempotency_key: str | None = None,
+    producer: Producer | None = None,
+) -> str:
+    """Enqueue the event once ``session`` commits, nothing if it rolls back; returns its id.
+
+    Same arguments as :func:`producer.send_event`, validated now: a bad event raises
+    :class:`~producer.ValidationError` in the request, not in the commit. ``producer``: the
+    one to send with (default: the process-wide one, from the environment).
+
+    Redis failing at commit time does not make ``commit()`` raise (the data *is* committed):
+    the event is logged at ERROR with its id and is not sent. The outbox
+    (:func:`send_event_via_outbox`) is what survives that.
+    """
+    envelope = build_event(event, phone, distinct_id, data, account)
+    key = check_idempotency_key(idempotency_key)
+    target = session() if isinstance(session, scoped_session) else session
+    pending = target.info.get(_PENDING)
+    if pending is None:
+        pending = target.info[_PENDING] = []
+        _listen(target)
+    current = target.get_nested_transaction() or target.get_transaction()
+    pending.append(_Pending(envelope, key, producer, current))
+    return envelope["id"]
+
+
+def _listen(session: Session) -> None:
+    """This session's hooks, once (instance-level: other sessions pay nothing)."""
+    sa_event.listen(session, "after_commit", _after_commit)
+    sa_event.listen(session, "after_soft_rollback", _after_soft_rollback)
+    sa_event.listen(session, "after_transaction_end", _after_transaction_end)
+
+
+def _after_commit(session: Session) -> None:
+    # Releasing a savepoint fires this too, while the savepoint is still the session's
+    # nested transaction; only the outermost commit (no savepoint left) sends.
+    if session.get_nested_transaction() is not None:
+        return
+    pending: list[_Pending] = session.info.get(_PENDING, [])
+    session.info[_PENDING] = []
+    for item in pending:
+        _send(item)
+
+
+def _after_soft_rollback(session: Session, rolled_back: SessionTransaction) -> None:
+    pending: list[_Pending] = session.info.get(_PENDING, [])
+    pending[:] = [p for p in pending if not _within(p.transaction, rolled_back)]
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost one ending: after a commit the list is already empty; otherwise it was
+    # rolled back or closed, and what it held must not leak into the next transaction.
+    if transaction.parent is None and not transaction.nested:
+        session.info[_PENDING] = []
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _send(item: _Pending) -> None:
+    envelope = item.envelope
+    try:
+        (item.producer or default_producer()).enqueue_event(envelope, item.key)
+    except EnqueueError as exc:
+        # (the message is already free of passwords: see producer.api._enqueue_errors)
+        log.error(
+            "on-commit enqueue failed, event not sent evt=%s event=%s: %s",
+            envelope["id"],
+            envelope["event"],
+            exc,
+        )

@@ -1,0 +1,39 @@
+"""``send_event_via_outbox``: the event as a row, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, scoped_session
+
+from ..outbox import outbox_envelope
+from .table import outbox_table
+
+_INSERT = insert(outbox_table)
+
+
+def send_event_via_outbox(
+    session: Session | scoped_session[Any] | Connection,
+    event: str,
+    *,
+    phone: str,
+    distinct_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    account: str | None = None,
+) -> str:
+    """Write the event into ``limechat_outbox`` in ``session``'s transaction; returns its id.
+
+    Validates first (:class:`~producer.ValidationError` names the bad field, and nothing is
+    written). The row commits or rolls back with the business data; the relay
+    (``limechat-events outbox-relay``) enqueues it once it is committed, under this id. The
+    INSERT runs now (not at flush): an error in it surfaces here, in the request.
+    """
+    envelope, text = outbox_envelope(
+        event, phone=phone, distinct_id=distinct_id, data=data, account=account
+    )
+    row = {"event_id": envelope["id"], "account": envelope["account"], "payload": text}
+    session.execute(_INSERT, row)
+    return envelope["id"]

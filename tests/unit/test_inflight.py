@@ -1,0 +1,87 @@
+"""The cap on one account's requests in flight, and the pacing of the events it turns away."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from worker.inflight import FIRST_GUESS_SECONDS, HORIZON_SECONDS, AccountLoad, default_cap
+
+
+def test_the_automatic_cap_is_off_for_one_account_and_a_quarter_of_the_threads_for_several() -> (
+    None
+):
+    assert default_cap(16, 1, 0) is None
+    assert default_cap(16, 2, 0) == 4
+    assert default_cap(2, 10, 0) == 1
+    assert default_cap(16, 1, 3) == 3  # set by the operator: applies even to one account
+
+
+def test_an_account_at_its_cap_is_turned_away_while_another_is_not() -> None:
+    load = AccountLoad(lambda: 2)
+    assert load.claim("a") and load.claim("a")
+    assert not load.claim("a")
+    assert load.in_flight("a") == 2  # (the refused claim counted nothing)
+    assert load.claim("b")
+    load.release("a")
+    assert load.claim("a")
+
+
+def test_no_cap_never_turns_away() -> None:
+    load = AccountLoad(lambda: None)
+    assert all(load.claim("a") for _ in range(1000))
+
+
+def test_claims_from_many_threads_never_exceed_the_cap() -> None:
+    load = AccountLoad(lambda: 3)
+    granted: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def take() -> None:
+        start.wait()
+        got = load.claim("a")
+        with lock:
+            granted.append(got)
+
+    threads = [threading.Thread(target=take) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 3 and load.in_flight("a") == 3
+
+
+def test_turned_away_events_come_back_spaced_by_request_time_over_the_cap() -> None:
+    now = [100.0]
+    load = AccountLoad(lambda: 4, clock=lambda: now[0])
+    # Before any request ended: the first guess
+    assert load.come_back_in("a", 2) == pytest.approx(
+        [FIRST_GUESS_SECONDS / 4, 2 * FIRST_GUESS_SECONDS / 4]
+    )
+    # Requests of 2 s: four at a time make one every 0.5 s, after those already handed out
+    load.observe("a", 2.0)
+    assert load.come_back_in("a", 2) == pytest.approx([1.0, 1.5])
+    # A faster account is paced by its own times
+    load.observe("b", 0.04)
+    assert load.come_back_in("b", 1) == pytest.approx([0.01])
+
+
+def test_a_backlog_is_parked_no_further_than_the_horizon_and_the_pace_moves_on_with_time() -> None:
+    now = [0.0]
+    load = AccountLoad(lambda: 1, clock=lambda: now[0])
+    load.observe("a", 10.0)
+    delays = load.come_back_in("a", 20)
+    assert delays[:3] == pytest.approx([10.0, 20.0, 30.0])
+    assert max(delays) == pytest.approx(HORIZON_SECONDS)
+    now[0] = 100.0  # long after: no debt is carried
+    assert load.come_back_in("a", 1) == pytest.approx([10.0])
+
+
+def test_the_running_request_time_follows_the_newest_answers() -> None:
+    load = AccountLoad(lambda: 1, clock=lambda: 0.0)
+    load.observe("a", 10.0)
+    for _ in range(30):
+        load.observe("a", 0.1)
+    assert load.come_back_in("a", 1)[0] < 0.2

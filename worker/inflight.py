@@ -1,0 +1,101 @@
+"""How many requests each account has out in this worker process, and a cap on them.
+
+Why: a worker process has a fixed number of delivery threads. An account whose answers come
+slowly (LimeChat slow for it, or timing out) would otherwise hold every thread and hold back
+every other account. With a cap, an account's events beyond it are parked in the retry
+schedule (no attempt counted) instead of waiting for a thread of their own.
+
+Parked events come back paced, not all at once: each is given a later return time, spaced by
+the account's recent request time divided by its cap (what this process can send for it), up
+to :data:`HORIZON_SECONDS` ahead. So a large backlog of a slow account returns to the queue at
+about the pace it can be sent, and its events are taken and parked again at most every
+``HORIZON_SECONDS`` while it stays slow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+#: The furthest ahead a turned-away event is parked: how late it may come back once the
+#: account answers quickly again.
+HORIZON_SECONDS = 30.0
+#: The shortest spacing of returns (an account at its cap answering in a few milliseconds).
+MIN_SPACING_SECONDS = 0.01
+#: What a request is assumed to take before one of the account's requests has ended.
+FIRST_GUESS_SECONDS = 1.0
+#: Weight of the newest request time in the running average.
+_WEIGHT = 0.2
+
+
+def default_cap(threads: int, accounts: int, configured: int) -> int | None:
+    """The cap per account: ``configured`` if set (0: automatic).
+
+    Automatic: no cap with a single account (there is no one to hold back); with several, a
+    quarter of the threads (at least 1), so three slow accounts still leave a quarter of them.
+    """
+    if configured > 0:
+        return configured
+    if accounts <= 1:
+        return None
+    return max(1, threads // 4)
+
+
+class AccountLoad:
+    """Requests in flight per account (thread-safe), and when turned-away events come back."""
+
+    def __init__(self, cap: Callable[[], int | None], clock: Callable[[], float] = time.monotonic):
+        self._cap = cap
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+        #: account -> running average of its request times, in seconds
+        self._seconds: dict[str, float] = {}
+        #: account -> the latest return time handed out (``clock`` time)
+        self._next: dict[str, float] = {}
+
+    def claim(self, account: str) -> bool:
+        """Count a request of ``account`` in flight; False (nothing counted) at its cap."""
+        cap = self._cap()
+        with self._lock:
+            now = self._in_flight.get(account, 0)
+            if cap is not None and now >= cap:
+                return False
+            self._in_flight[account] = now + 1
+            return True
+
+    def release(self, account: str) -> None:
+        """A request :meth:`claim` counted has ended (sent or not)."""
+        with self._lock:
+            left = self._in_flight.get(account, 0) - 1
+            if left > 0:
+                self._in_flight[account] = left
+            else:
+                self._in_flight.pop(account, None)
+
+    def observe(self, account: str, seconds: float) -> None:
+        """One of ``account``'s requests took ``seconds`` (its answer or its timeout)."""
+        with self._lock:
+            old = self._seconds.get(account)
+            self._seconds[account] = seconds if old is None else old + _WEIGHT * (seconds - old)
+
+    def in_flight(self, account: str) -> int:
+        with self._lock:
+            return self._in_flight.get(account, 0)
+
+    def come_back_in(self, account: str, count: int = 1) -> list[float]:
+        """Delays (seconds from now) for ``count`` turned-away events of ``account``, paced."""
+        cap = self._cap() or 1
+        now = self._clock()
+        with self._lock:
+            spacing = max(
+                MIN_SPACING_SECONDS, self._seconds.get(account, FIRST_GUESS_SECONDS) / cap
+            )
+            at = max(now, self._next.get(account, now))
+            delays = []
+            for _ in range(count):
+                at = min(at + spacing, now + HORIZON_SECONDS)
+                delays.append(at - now)
+            self._next[account] = at
+            return delays
