@@ -68,24 +68,48 @@ def redelivered(message: dict[str, Any]) -> bool:
 def merge(
     first: dict[str, Any], more: list[tuple[bytes, dict[str, Any]]], limit: int, queue: str
 ) -> Merged:
-    """``first`` and as many of ``more`` (raw item, vetted message; oldest first) as fit in
-    ``limit`` events, in order, as one message of ``queue``; the raw items of the rest."""
+    """``first`` and those of ``more`` (raw item, vetted message; oldest first) that go to the
+    same account, in order while they fit in ``limit`` events, as one message of ``queue``;
+    the raw items of the rest, to put back.
+
+    Only one account's events travel together: a batch is delivered one event after another,
+    and another account's slow answers must not hold them back (docs/accounts.md).
+    """
     events = events_of(first)
-    if events is None or not more:
+    account = _account(events)
+    if events is None or account is _MIXED or not more:
         return Merged(first, [raw for raw, _ in reversed(more)])
     merged = list(events)
     again = redelivered(first)
-    taken = 0
-    for _, message in more:
+    rest: list[bytes] = []
+    full = False
+    for raw, message in more:
         carried = events_of(message)
-        if carried is None or len(merged) + len(carried) > limit:
-            break
-        merged += carried
-        again = again or redelivered(message)
-        taken += 1
-    rest = [raw for raw, _ in reversed(more[taken:])]
-    if not taken:
-        return Merged(first, rest)
+        if full or carried is None or _account(carried) != account:
+            rest.append(raw)
+        elif len(merged) + len(carried) > limit:
+            full = True  # (the account's later messages wait too: they keep their order)
+            rest.append(raw)
+        else:
+            merged += carried
+            again = again or redelivered(message)
+    if len(rest) == len(more):
+        return Merged(first, rest[::-1])
     message = dict(json.loads(wire.encode_message(merged, queue=queue, redelivered=again)))
     message["properties"]["delivery_tag"] = uuid.uuid4().hex
-    return Merged(message, rest)
+    return Merged(message, rest[::-1])
+
+
+#: What :func:`_account` returns for events of several accounts.
+_MIXED = object()
+
+
+def _account(events: list[Any] | None) -> object:
+    """The account all ``events`` name (None: the default), or :data:`_MIXED`."""
+    named = set()
+    for event in events or ():
+        account = event.get("account") if isinstance(event, dict) else None
+        if account is not None and not isinstance(account, str):
+            return _MIXED  # (not an event the task will send: let it go alone)
+        named.add(account)
+    return named.pop() if len(named) == 1 else _MIXED

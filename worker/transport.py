@@ -435,7 +435,11 @@ class Channel(kombu_redis.Channel):
         if not items:
             return first, _ALONE
         more = [(raw, take(raw, source)) for raw in reversed(items)]
-        merged = coalesce.merge(first, more, self.coalesce_events, source)
+        try:
+            merged = coalesce.merge(first, more, self.coalesce_events, source)
+        except Exception:  # (a bug of ours: deliver the first alone, the others go back)
+            log.exception("could not coalesce; the messages moved go back to the queue")
+            merged = coalesce.Merged(first, list(items))
         log.debug(
             "coalesced: %d message(s) taken as one delivery, %d put back",
             1 + len(items) - len(merged.put_back),
