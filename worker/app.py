@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from producer import contract
 
-from . import reload
+from . import markers, reload
 from .accounts import Accounts
 from .deadletter import DeadLetters
 from .delivery import Deliverer
@@ -302,7 +302,10 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
             raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from exc
 
     name = worker_name()
-    chores: list[tuple[float, Any]] = [(5.0, lambda: heartbeat(client, name))]
+    chores: list[tuple[float, Any]] = [
+        (5.0, lambda: heartbeat(client, name)),
+        (60.0, lambda: markers.keep_current(client, deliverer.marked_for)),
+    ]
     if settings.dlq_max_entries or settings.dlq_max_age_seconds:
         chores.append(
             (

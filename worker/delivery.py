@@ -328,33 +328,32 @@ class Deliverer:
 
     @contextlib.contextmanager
     def _delivered_writes(self) -> Iterator[Callable[[Event, Answer], None]]:
-        """Collect delivered markers and counters, and write them in one pipeline.
+        """Mark each delivered event at once, and write the counters in one call.
 
-        They are written when the batch ends (before its message is acknowledged) and at
-        least every :data:`MARKER_FLUSH_SECONDS` during it: one SADD of markers and one call
-        of counters for many events, at the price of sending again, after a crash, what was
-        delivered since the last write.
+        A marker is written as soon as LimeChat accepted the event (one SADD), so that a
+        crash resends only what was in flight. The counters (and the markers' expiry) are
+        written when the batch ends (before its message is acknowledged) and at least every
+        :data:`MARKER_FLUSH_SECONDS` during it: one call for many events, at the price of
+        counting again, after a crash, what was delivered since the last write.
         """
-        ids: list[str] = []
+        buckets: set[int] = set()
         tally = metering.Tally()
         last_flush = time.monotonic()
 
         def flush() -> None:
             nonlocal tally, last_flush
-            now = time.time()
             pipe = self._redis.pipeline(transaction=False)
-            markers.mark(pipe, ids, self.marked_for, now)
-            tally.write(pipe, "delivered", now)
+            markers.keep(pipe, buckets, self.marked_for)
+            tally.write(pipe, "delivered", time.time())
             pipe.execute()
-            ids.clear()
+            buckets.clear()
             tally = metering.Tally()
             last_flush = time.monotonic()
 
         def record(event: Event, answer: Answer) -> None:
-            ids.append(event["id"])
-            tally.add(
-                event["event"], answer.status, created_at=event.get("created_at"), now=time.time()
-            )
+            now = time.time()
+            buckets.add(markers.mark(self._redis, [event["id"]], now))
+            tally.add(event["event"], answer.status, created_at=event.get("created_at"), now=now)
             log_outcome(log, logging.INFO, "delivered", event, answer, account=self._label(event))
             if time.monotonic() - last_flush >= MARKER_FLUSH_SECONDS:
                 flush()
@@ -362,7 +361,7 @@ class Deliverer:
         try:
             yield record
         finally:
-            if ids:
+            if tally.count:
                 flush()
 
     def _dead_letter(self, event: Event, reason: Reason, answer: Answer | None, error: str) -> None:

@@ -20,12 +20,14 @@ is sent again: at least once still, a duplicate only where the old 24-hour marke
 caught it (a DLQ replay of a delivered copy days later, a relay down for hours).
 
 Markers live in one set per hour (``limechat:delivered_in:<hour>``), each id as its 16 raw
-bytes, the set expiring one window after its hour ends. Writing a batch's markers is one SADD
-and one EXPIREAT; a per-event key with its own TTL cost a command and about 104 bytes per
-event for 24 hours. A set member costs about 60 bytes, kept on average the window and half an
-hour: about 11 bytes per event averaged over a day (docs/benchmarks.md). Looking up is one
-SMISMEMBER per hour of the window, plus one MGET of the per-event keys earlier versions wrote
-(a rolling upgrade keeps honouring them).
+bytes, the set expiring one window after its hour ends. Marking an event is one SADD, as soon
+as LimeChat accepted it; the set's EXPIREAT goes with the batch's counters (and a chore of
+every worker sets it each minute, so that no set is left without one). A per-event key with
+its own TTL cost a command and about 104 bytes per event for 24 hours; a set member costs
+about 78 bytes, kept on average the window and half an hour: about 15 bytes per event
+averaged over a day (docs/benchmarks.md, "Single events"). Looking up is one SMISMEMBER per
+hour of the window, plus one MGET of the per-event keys earlier versions wrote (a rolling
+upgrade keeps honouring them).
 """
 
 from __future__ import annotations
@@ -59,17 +61,33 @@ def _bucket(now: float) -> int:
     return int(now // contract.DELIVERED_BUCKET_SECONDS)
 
 
-def mark(
-    pipe: redis.client.Pipeline, event_ids: Sequence[str], marked_for: float, now: float
-) -> None:
-    """Queue the markers of ``event_ids`` on ``pipe``, kept ``marked_for`` seconds at least."""
-    if not event_ids:
-        return
+def mark(client: redis.Redis | redis.client.Pipeline, event_ids: Sequence[str], now: float) -> int:
+    """Mark ``event_ids`` delivered at ``now`` (one SADD); returns the bucket they went to.
+
+    The bucket's expiry is set apart (:func:`keep`), once per batch or half second, not once
+    per event: the worker marks each event as soon as LimeChat accepted it, so that a crash
+    resends as little as it did when every message held one event.
+    """
     bucket = _bucket(now)
-    key = contract.delivered_bucket_key(bucket)
-    pipe.sadd(key, *[member(i) for i in event_ids])
-    ends = (bucket + 1) * contract.DELIVERED_BUCKET_SECONDS
-    pipe.expireat(key, int(ends + marked_for) + 1)
+    if event_ids:
+        client.sadd(contract.delivered_bucket_key(bucket), *[member(i) for i in event_ids])
+    return bucket
+
+
+def keep(pipe: redis.client.Pipeline, buckets: Iterable[int], marked_for: float) -> None:
+    """Queue the expiry of marker ``buckets``: ``marked_for`` seconds after each one ends."""
+    for bucket in sorted(set(buckets)):
+        ends = (bucket + 1) * contract.DELIVERED_BUCKET_SECONDS
+        pipe.expireat(contract.delivered_bucket_key(bucket), int(ends + marked_for) + 1)
+
+
+def keep_current(client: redis.Redis, marked_for: float, now: float | None = None) -> None:
+    """Set the expiry of this hour's and the last hour's markers (a chore of every worker):
+    a worker killed between marking and :func:`keep` leaves none without one for long."""
+    now = time.time() if now is None else now
+    pipe = client.pipeline(transaction=False)
+    keep(pipe, (_bucket(now) - 1, _bucket(now)), marked_for)
+    pipe.execute()
 
 
 def delivered(
