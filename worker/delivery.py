@@ -100,6 +100,7 @@ class Deliverer:
         self.stopping = StopFlag()
         #: how long a delivered event stays marked (worker/markers.py)
         self.marked_for = markers.window(settings.visibility_timeout)
+        self._markers = markers.MarkerWriter(client, self.marked_for)
 
     def deliver_message(
         self, args: Sequence[Any], kwargs: dict[str, Any], *, redelivered: bool = True
@@ -330,30 +331,33 @@ class Deliverer:
     def _delivered_writes(self) -> Iterator[Callable[[Event, Answer], None]]:
         """Mark each delivered event at once, and write the counters in one call.
 
-        A marker is written as soon as LimeChat accepted the event (one SADD), so that a
-        crash resends only what was in flight. The counters (and the markers' expiry) are
-        written when the batch ends (before its message is acknowledged) and at least every
+        A marker is handed to the process's marker writer as soon as LimeChat accepted the
+        event (worker/markers.py), so that a crash resends little more than what was in
+        flight. The counters (and the markers' expiry) are written, once the batch's markers
+        are, when the batch ends (before its message is acknowledged) and at least every
         :data:`MARKER_FLUSH_SECONDS` during it: one call for many events, at the price of
         counting again, after a crash, what was delivered since the last write.
         """
-        buckets: set[int] = set()
         tally = metering.Tally()
+        ticket = 0
         last_flush = time.monotonic()
 
         def flush() -> None:
             nonlocal tally, last_flush
+            buckets = self._markers.wait(ticket)
             pipe = self._redis.pipeline(transaction=False)
             markers.keep(pipe, buckets, self.marked_for)
             tally.write(pipe, "delivered", time.time())
             pipe.execute()
-            buckets.clear()
             tally = metering.Tally()
             last_flush = time.monotonic()
 
         def record(event: Event, answer: Answer) -> None:
-            now = time.time()
-            buckets.add(markers.mark(self._redis, [event["id"]], now))
-            tally.add(event["event"], answer.status, created_at=event.get("created_at"), now=now)
+            nonlocal ticket
+            ticket = self._markers.add(event["id"])
+            tally.add(
+                event["event"], answer.status, created_at=event.get("created_at"), now=time.time()
+            )
             log_outcome(log, logging.INFO, "delivered", event, answer, account=self._label(event))
             if time.monotonic() - last_flush >= MARKER_FLUSH_SECONDS:
                 flush()

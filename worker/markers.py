@@ -32,6 +32,7 @@ upgrade keeps honouring them).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -132,3 +133,78 @@ def expires_in(client: redis.Redis, event_id: str) -> float | None:
         if client.smismember(key, [wanted])[0]:
             return float(client.ttl(key))
     return None
+
+
+class MarkerWriter:
+    """Writes the markers of every delivery thread of a process, soon after each delivery.
+
+    A thread hands over an event id as soon as LimeChat accepted it (:meth:`add`) and goes on;
+    one writer thread SADDs whatever ids have come in since its last write, so a marker waits
+    for one round trip at most while several threads' markers share it (a command per event
+    cost each thread a round trip and about a third of a millisecond of CPU). Before its
+    message is acknowledged a batch waits for its own markers (:meth:`wait`).
+    """
+
+    def __init__(self, client: redis.Redis, marked_for: float) -> None:
+        self._client = client
+        self.marked_for = marked_for
+        self._ready = threading.Condition()
+        self._pending: list[str] = []
+        self._queued = 0  # ids handed over so far
+        self._written = 0  # ids marked so far (a prefix of those handed over)
+        self._failure: redis.RedisError | None = None
+        self._buckets: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, event_id: str) -> int:
+        """Hand over one delivered event's id; returns the ticket :meth:`wait` takes."""
+        with self._ready:
+            if self._thread is None:  # (started in the process that delivers, after any fork)
+                self._thread = threading.Thread(
+                    target=self._run, name="limechat-markers", daemon=True
+                )
+                self._thread.start()
+            self._pending.append(event_id)
+            self._queued += 1
+            self._ready.notify_all()
+            return self._queued
+
+    def wait(self, ticket: int) -> set[int]:
+        """Block until the ids up to ``ticket`` are marked; returns the buckets written since
+        the last call (to :func:`keep`). Raises the writer's ``RedisError`` if it cannot."""
+        with self._ready:
+            while self._written < ticket:
+                if self._failure is not None:
+                    raise self._failure
+                self._ready.wait(1.0)
+            buckets, self._buckets = self._buckets, set()
+            return buckets
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+                ids, self._pending = self._pending, []
+                upto = self._queued
+            try:
+                bucket = mark(self._client, ids, time.time())
+            except redis.RedisError as exc:  # (the client rode out what it could: tell waiters)
+                with self._ready:
+                    self._pending[:0] = ids
+                    self._failure = exc
+                    self._ready.notify_all()
+                time.sleep(0.5)
+                continue
+            except Exception as exc:  # (a bug of ours: waiters hand their message back)
+                with self._ready:
+                    self._pending[:0] = ids
+                    self._failure = redis.RedisError(f"marker writer: {exc!r}")
+                    self._ready.notify_all()
+                time.sleep(0.5)
+                continue
+            with self._ready:
+                self._written = upto
+                self._failure = None
+                self._buckets.add(bucket)
+                self._ready.notify_all()
