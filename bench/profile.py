@@ -36,6 +36,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "Deliverer._flush",
             "Deliverer._park",
             "Deliverer._dead_letter",
+            "MarkerWriter.",
         ),
     ),
     ("redelivery check (MGET of markers)", ("Deliverer._already_delivered",)),
