@@ -3,7 +3,7 @@
 kombu's Redis transport takes a message with BRPOP and writes its unacked record in a second
 round trip; a worker killed between the two loses the message. Our transport takes it with
 BLMOVE (Redis 6.2+, which the worker requires) into a list of its own channel instead, and
-writes the unacked record in the same MULTI that takes it off that list: at every instant the
+writes the unacked record in the same Lua call that takes it off that list: at every instant the
 message is on the queue, in a taking list or in the unacked hash.
 
 Each channel's list is registered in ``limechat:taking`` with the Redis time at which its
