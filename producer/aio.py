@@ -29,11 +29,11 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from . import contract
-from .api import (
+from .api import (  # (the private two: the sync API's error wrapping, shared as it is)
     ENQUEUE_ONCE,
-    Where,
+    _enqueue_errors,
+    _Where,
     bounded_options,
-    enqueue_errors,
     id_text,
     prepare_event,
     prepare_events,
@@ -58,7 +58,7 @@ class AsyncProducer:
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or ProducerSettings.from_env(os.environ)
         check_redis_url(self.settings.redis_url)
-        self._where = Where(self.settings.redis_url)
+        self._where = _Where(self.settings.redis_url)
         self._options: dict[str, Any] = {
             **parse_url(self.settings.redis_url),
             **bounded_options(self.settings.enqueue_timeout),
@@ -83,7 +83,7 @@ class AsyncProducer:
             self.settings, event, phone, distinct_id, data, account, idempotency_key
         )
         pool = await self._pool()
-        with enqueue_errors(self._where):
+        with _enqueue_errors(self._where):
             if prepared.once_keys is None:
                 await self._bounded(pool.client.lpush(contract.QUEUE, prepared.message))
                 return prepared.event_id
@@ -102,7 +102,7 @@ class AsyncProducer:
     async def enqueue_messages(self, messages: list[str]) -> None:
         """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
         pool = await self._pool()
-        with enqueue_errors(self._where):
+        with _enqueue_errors(self._where):
             async with pool.client.pipeline(transaction=True) as pipe:
                 pipe.lpush(contract.QUEUE, *messages)
                 await self._bounded(pipe.execute())

@@ -64,7 +64,7 @@ def bounded_options(timeout: float) -> dict[str, Any]:
     }
 
 
-class Where:
+class _Where:
     """Where Redis is, for error messages: the URL redacted, and its secrets to scrub.
 
     Kept in an object whose repr shows neither, so that no frame of an ``EnqueueError``'s
@@ -93,7 +93,7 @@ class Producer:
         self.settings = settings or ProducerSettings.from_env(os.environ)
         check_redis_url(self.settings.redis_url)
         self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
-        self._where = Where(self.settings.redis_url)
+        self._where = _Where(self.settings.redis_url)
         self._enqueue_once = self._redis.register_script(ENQUEUE_ONCE)
 
     def send_event(
@@ -110,7 +110,7 @@ class Producer:
         prepared = prepare_event(
             self.settings, event, phone, distinct_id, data, account, idempotency_key
         )
-        with enqueue_errors(self._where):
+        with _enqueue_errors(self._where):
             if prepared.once_keys is None:
                 self._redis.lpush(contract.QUEUE, prepared.message)
                 return prepared.event_id
@@ -131,7 +131,7 @@ class Producer:
 
     def enqueue_messages(self, messages: list[str]) -> None:
         """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
-        with enqueue_errors(self._where):
+        with _enqueue_errors(self._where):
             pipe = self._redis.pipeline(transaction=True)
             pipe.lpush(contract.QUEUE, *messages)
             pipe.execute()
@@ -141,7 +141,7 @@ class Producer:
 
 
 @contextlib.contextmanager
-def enqueue_errors(where: Where) -> Iterator[None]:
+def _enqueue_errors(where: _Where) -> Iterator[None]:
     """Turns any Redis failure into :class:`EnqueueError`, without leaking a password.
 
     ``from None``: the Redis error's own traceback (redis-py's frames, whose locals may hold
