@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -121,6 +122,9 @@ class AsyncProducer:
         (redis-py does so on cancellation), so no later call can read a stale reply.
         """
         try:
+            if sys.version_info >= (3, 11):  # (no task of its own, unlike wait_for on 3.10)
+                async with asyncio.timeout(self.settings.enqueue_timeout):
+                    return await call
             return await asyncio.wait_for(call, self.settings.enqueue_timeout)
         except asyncio.TimeoutError:
             raise redis.TimeoutError(
