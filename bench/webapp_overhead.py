@@ -165,7 +165,11 @@ def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], 
 
 
 def run_async(url: str, seconds: float) -> Samples:
-    """Requests as tasks of one event loop, each started on schedule (they may overlap)."""
+    """Requests on one event loop, on the same schedule, one at a time.
+
+    One at a time, as in ``run_sync``: requests that overlap on a loop that is behind would
+    each time the others' work (every ``await`` lets them run), not the producer's.
+    """
     samples = Samples()
 
     async def request(i: int, engine: Any) -> None:
@@ -181,16 +185,14 @@ def run_async(url: str, seconds: float) -> Samples:
         samples.request.append(time.perf_counter() - begun)
 
     async def main() -> None:
-        engine = create_async_engine(url, pool_size=10)
-        tasks = []
+        engine = create_async_engine(url)
         started = time.perf_counter()
         for i in range(int(seconds * RATE)):
             if (wait := started + i / RATE - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
             elif wait < -0.005:
                 samples.late += 1
-            tasks.append(asyncio.create_task(request(i, engine)))
-        await asyncio.gather(*tasks)
+            await request(i, engine)
         await engine.dispose()
 
     aio.configure(ProducerSettings(redis_url=BENCH_REDIS_URL))
