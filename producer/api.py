@@ -97,9 +97,17 @@ class Producer:
     ) -> str:
         """Validate one event and enqueue it; returns its id."""
         envelope = build_event(event, phone, distinct_id, data, account)
-        key = validation.check_optional_text(
-            "idempotency_key", idempotency_key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
-        )
+        key = check_idempotency_key(idempotency_key)
+        return self.enqueue_event(envelope, key)
+
+    def enqueue_event(self, envelope: Event, idempotency_key: str | None = None) -> str:
+        """Enqueue an envelope built (and validated) earlier; returns the id that counts.
+
+        What ``send_event`` does after validating; ``send_event_on_commit`` validates at call
+        time and enqueues the same envelope, under the same id, when the transaction commits.
+        ``idempotency_key`` must have passed :func:`check_idempotency_key`.
+        """
+        key = idempotency_key
         message = wire.encode_message([envelope])
         with _enqueue_errors(self._where):
             if key is None:
@@ -170,6 +178,13 @@ def build_event(
     payload, _ = validation.check_data(data)
     acct = validation.check_optional_text("account", account, contract.ACCOUNT_MAX_LENGTH)
     return new_event(name, e164, who, payload, acct)
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """``key`` if it is a valid idempotency key (or None), else :class:`ValidationError`."""
+    return validation.check_optional_text(
+        "idempotency_key", key, contract.IDEMPOTENCY_KEY_MAX_LENGTH
+    )
 
 
 def _event_from_item(item: object, index: int) -> Event:
