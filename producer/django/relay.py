@@ -8,7 +8,8 @@ travel marked redelivered, so the worker skips, by their delivered markers, thos
 already accepted.
 
 SQLite has no row locks: a step there first takes the database's write lock, so several
-relays take turns instead of sending the same rows (one relay is the simpler advice).
+relays never send the same rows; they work one at a time (a relay waiting for the lock may wait
+while another drains the table), so on SQLite run one.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ def database_from_url(url: str) -> dict[str, object]:
     """Django's DATABASES entry for ``postgresql://user:password@host:port/name?options``.
 
     Query parameters become psycopg connection options (``?options=-csearch_path%3Dshop``).
+    ``sqlite:///path/to/file.db`` is SQLite (the outbox relay's fallback is tested on it).
     """
     parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parts.path.lstrip("/")),
@@ -48,5 +51,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"producer": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "producer": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")}
+    },
 }

@@ -23,7 +23,7 @@ class Command(BaseCommand):
     help = (
         "Relay the limechat_outbox table to the queue (REDIS_URL) until SIGTERM or SIGINT, "
         "which let the batch in progress finish. Safe to run as several processes on "
-        "PostgreSQL (SKIP LOCKED); on SQLite they take turns."
+        "PostgreSQL (SKIP LOCKED); on SQLite they work one at a time."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
