@@ -12,6 +12,8 @@ from typing import ClassVar
 
 from django.db import models
 
+from .outbox import TABLE
+
 
 class OutboxEvent(models.Model):
     id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
@@ -21,7 +23,7 @@ class OutboxEvent(models.Model):
     created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
 
     class Meta:
-        db_table = "limechat_outbox"
+        db_table = TABLE
         # A constraint rather than unique=True: on PostgreSQL Django adds a second, LIKE-only
         # index to a unique text field, one more index every outbox write would maintain.
         constraints: ClassVar[list[models.BaseConstraint]] = [

@@ -25,6 +25,7 @@ from django.db import DatabaseError, transaction
 from ..api import Producer
 from ..errors import EnqueueError, ValidationError
 from ..outbox import envelope_from_row, relay_envelopes
+from .outbox import TABLE
 
 log = logging.getLogger(__name__)
 
@@ -149,4 +150,4 @@ def _take_sqlite_write_lock(connection: object) -> None:
     # A write that changes nothing still takes SQLite's RESERVED lock for the transaction: the
     # next relay's step waits here (Django's "timeout" option) instead of reading our rows.
     with connection.cursor() as cursor:  # type: ignore[attr-defined]
-        cursor.execute("DELETE FROM limechat_outbox WHERE 0 = 1")
+        cursor.execute(f"DELETE FROM {TABLE} WHERE 0 = 1")
