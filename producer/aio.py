@@ -141,7 +141,7 @@ class AsyncProducer:
             for stale in [other for other in self._pools if other.is_closed()]:
                 del self._pools[stale]  # (closed without shutting down its async generators)
             client = redis.asyncio.Redis(
-                connection_pool=redis.asyncio.ConnectionPool(**self._options)
+                connection_pool=redis.asyncio.BlockingConnectionPool(**self._options)
             )
             pool = _LoopPool(client, client.register_script(ENQUEUE_ONCE))
             self._pools[loop] = pool

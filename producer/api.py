@@ -46,7 +46,12 @@ def connect(url: str, timeout: float) -> redis.Redis:
     """
     options = parse_url(url)  # type: ignore[no-untyped-call]
     options.update(bounded_options(timeout), retry=Retry(NoBackoff(), 0))
-    return redis.Redis(connection_pool=redis.ConnectionPool(**options))
+    pool = redis.BlockingConnectionPool(**options)  # type: ignore[no-untyped-call]
+    return redis.Redis(connection_pool=pool)
+
+
+#: Connections a producer's pool (one per process, or per event loop) opens at most.
+MAX_CONNECTIONS = 100
 
 
 def bounded_options(timeout: float) -> dict[str, Any]:
@@ -61,6 +66,11 @@ def bounded_options(timeout: float) -> dict[str, Any]:
         "socket_connect_timeout": timeout / 2,
         "socket_timeout": timeout / 2,
         "retry_on_timeout": False,
+        # For a ``BlockingConnectionPool``: a burst of more concurrent sends than connections
+        # waits its turn (a few hundred microseconds each) instead of failing at once with
+        # "Too many connections" while Redis is fine, as redis-py's plain pools do.
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": timeout / 2,
     }
 
 

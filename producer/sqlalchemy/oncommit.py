@@ -29,9 +29,9 @@ _PENDING = "limechat_events.pending"  # session.info key: list[_Pending]
 class _Pending:
     envelope: Event
     key: str | None
-    producer: Producer | None
-    #: the transaction it was sent in (None: none had begun; it joins the next one)
-    transaction: SessionTransaction | None
+    producer: Producer
+    #: the transaction it was sent in
+    transaction: SessionTransaction
 
 
 def send_event_on_commit(
@@ -57,13 +57,20 @@ def send_event_on_commit(
     """
     envelope = build_event(event, phone, distinct_id, data, account)
     key = check_idempotency_key(idempotency_key)
+    # Now, not at commit: a producer that cannot be made (a bad REDIS_URL) fails the call.
+    sender = producer or default_producer()
     target = session() if isinstance(session, scoped_session) else session
     pending = target.info.get(_PENDING)
     if pending is None:
         pending = target.info[_PENDING] = []
         _listen(target)
+    if target.get_transaction() is None:
+        # Begun now, as session.add() would: the event belongs to this transaction, and a
+        # rollback or close() before any SQL drops it instead of the next commit sending it.
+        target.begin()
     current = target.get_nested_transaction() or target.get_transaction()
-    pending.append(_Pending(envelope, key, producer, current))
+    assert current is not None
+    pending.append(_Pending(envelope, key, sender, current))
     return envelope["id"]
 
 
@@ -108,12 +115,15 @@ def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction
 def _send(item: _Pending) -> None:
     envelope = item.envelope
     try:
-        (item.producer or default_producer()).enqueue_event(envelope, item.key)
-    except EnqueueError as exc:
-        # (the message is already free of passwords: see producer.api._enqueue_errors)
+        item.producer.enqueue_event(envelope, item.key)
+    except Exception as exc:  # (the data is committed: never raise out of commit(), and never
+        # let one event's failure cost those after it)
+        # An EnqueueError's text is free of passwords (producer.api._enqueue_errors); of any
+        # other error only its type is shown.
+        why = str(exc) if isinstance(exc, EnqueueError) else type(exc).__name__
         log.error(
             "on-commit enqueue failed, event not sent evt=%s event=%s: %s",
             envelope["id"],
             envelope["event"],
-            exc,
+            why,
         )

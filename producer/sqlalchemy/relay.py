@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine, make_url
@@ -23,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..api import Producer
 from ..config import redacted_url, url_secrets
-from ..errors import EnqueueError, ValidationError
+from ..errors import ConfigError, EnqueueError, ValidationError
 from ..outbox import envelope_from_row, relay_envelopes
 from .table import outbox_table
 
@@ -40,6 +41,21 @@ def engine_url(url: str) -> str:
     for bare in ("postgresql://", "postgres://"):
         if url.startswith(bare):
             return "postgresql+psycopg://" + url[len(bare) :]
+    return url
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if SQLAlchemy reads it as written, else :class:`ConfigError` (never showing it).
+
+    SQLAlchemy ends the password at its first ``@``: an unencoded one in a password sends the
+    rest of it to the host name, and from there into logs and the driver's errors.
+    """
+    netloc = urlsplit(url).netloc
+    if netloc.count("@") > 1:
+        raise ConfigError(
+            "the database URL cannot be read as written: a password holding @ (or /, ?, #) "
+            "must be percent-encoded (@ as %40, / as %2F, ? as %3F, # as %23)"
+        )
     return url
 
 

@@ -92,13 +92,22 @@ def _relay(database_url: str, batch_size: int) -> tuple[Any, str]:
 
         from producer import Producer
         from producer.config import url_secrets
-        from producer.sqlalchemy.relay import OutboxRelay, engine_url, redacted_db_url
+        from producer.sqlalchemy.relay import (
+            OutboxRelay,
+            check_database_url,
+            engine_url,
+            redacted_db_url,
+        )
     except ImportError as exc:
         fail(
             f"outbox-relay needs the sqlalchemy extra: pip install 'limechat-events[sqlalchemy]'"
             f" ({exc.name} is missing)",
             2,
         )
+    try:
+        check_database_url(database_url)
+    except ConfigError as exc:
+        fail(f"--database-url (DATABASE_URL): {exc}", 2)
     where = redacted_db_url(database_url)
     try:
         engine = create_engine(engine_url(database_url), hide_parameters=True, pool_pre_ping=True)
