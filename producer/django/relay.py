@@ -102,6 +102,7 @@ class Relay:
         failures = 0
         while not self.stop.is_set():
             started = time.monotonic()
+            unreadable = len(self._unreadable)
             try:
                 moved = self.step()
             except (EnqueueError, DatabaseError) as exc:
@@ -117,6 +118,8 @@ class Relay:
             if moved:
                 ms = (time.monotonic() - started) * 1000
                 log.debug("relayed rows=%d total=%d ms=%.1f", moved, self.relayed, ms)
+            elif len(self._unreadable) > unreadable:
+                continue  # (a batch of rows left in the table: the rows after them are next)
             elif once:
                 break
             else:

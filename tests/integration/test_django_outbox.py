@@ -130,6 +130,29 @@ def test_sigterm_lets_the_batch_in_progress_finish(
     assert relay.saw("outbox relay stopped"), relay.text()
 
 
+def test_rows_that_cannot_travel_are_left_and_never_stop_the_rows_behind_them(
+    redis_url: str, r: redis.Redis, db: ShopDatabase
+) -> None:
+    # A whole batch of hand-edited rows (NaN, nesting past the limits, not JSON), then good ones
+    bad = [
+        ("nan", '{"id": "nan", "x": NaN}'),
+        ("deep", '{"id": "deep", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("text", "not json"),
+    ]
+    good = outbox_rows(5)
+    now = datetime.now(timezone.utc)
+    with psycopg.connect(db.url) as conn, conn.cursor() as cursor:
+        cursor.executemany(INSERT, [(i, None, text, now) for i, text in bad])
+        cursor.executemany(INSERT, good)
+    out = manage(
+        shop_env(redis_url, db.url), "limechat_outbox_relay", "--once", "--batch-size", "3"
+    )
+    assert queued_ids(r) == Counter({row[0]: 1 for row in good}), out
+    left = {row[0] for row in db.rows("SELECT event_id FROM limechat_outbox")}
+    assert left == {"nan", "deep", "text"}
+    assert out.count("left in the table, not relayed") == 3
+
+
 def test_two_relays_on_sqlite_send_every_row_once(
     tmp_path: Path, redis_url: str, r: redis.Redis, processes: list[WorkerProcess]
 ) -> None:
