@@ -7,7 +7,8 @@ inserts an order, plus the event, sent one of these ways:
 - ``sync``      ``producer.send_event`` after the commit (a WSGI worker thread);
 - ``async``     ``await producer.aio.send_event`` after the commit (async SQLAlchemy, one loop);
 - ``on_commit`` ``producer.sqlalchemy.send_event_on_commit`` before the commit, sent by it;
-- ``outbox``    ``producer.sqlalchemy.send_event_via_outbox``: a row in the same transaction.
+- ``outbox``    ``producer.sqlalchemy.send_event_via_outbox``: a row in the same transaction;
+- ``async_outbox`` ``await producer.sqlalchemy.aio.send_event_via_outbox`` (an AsyncSession).
 
 Requests start on a fixed schedule (open loop: one every 5 ms, whatever the previous took).
 The producer's share is timed around its own calls inside each request (for ``on_commit``
@@ -51,7 +52,7 @@ DATABASE_URL = os.environ.get(
 )
 RATE = 200.0
 PHONE = "+915673412780"
-MODES = ("none", "sync", "async", "on_commit", "outbox")
+MODES = ("none", "sync", "async", "on_commit", "outbox", "async_outbox")
 
 metadata = MetaData()
 orders = Table(
@@ -164,7 +165,7 @@ def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], 
     return request
 
 
-def run_async(url: str, seconds: float) -> Samples:
+def run_async(mode: str, url: str, seconds: float) -> Samples:
     """Requests on one event loop, on the same schedule, one at a time.
 
     One at a time, as in ``run_sync``: requests that overlap on a loop that is behind would
@@ -179,13 +180,27 @@ def run_async(url: str, seconds: float) -> Samples:
                 insert(orders).values(phone=PHONE, total=i).returning(orders.c.id)
             )
             order_id = result.scalar_one()
-        t0 = time.perf_counter()
-        await aio.send_event("order_placed", phone=PHONE, data={"order_id": str(order_id)})
-        samples.producer.append(time.perf_counter() - t0)
+            if mode == "async_outbox":
+                from producer.sqlalchemy.aio import send_event_via_outbox
+
+                t0 = time.perf_counter()
+                await send_event_via_outbox(
+                    session, "order_placed", phone=PHONE, data={"order_id": str(order_id)}
+                )
+                samples.producer.append(time.perf_counter() - t0)
+        if mode == "async":
+            t0 = time.perf_counter()
+            await aio.send_event("order_placed", phone=PHONE, data={"order_id": str(order_id)})
+            samples.producer.append(time.perf_counter() - t0)
         samples.request.append(time.perf_counter() - begun)
 
     async def main() -> None:
         engine = create_async_engine(url)
+        if mode == "async_outbox":
+            from producer.sqlalchemy import create_outbox_table
+
+            async with engine.begin() as connection:
+                await connection.run_sync(create_outbox_table)
         started = time.perf_counter()
         for i in range(int(seconds * RATE)):
             if (wait := started + i / RATE - time.perf_counter()) > 0:
@@ -206,7 +221,10 @@ def measure(mode: str, seconds: float) -> dict[str, Any]:
         engine = create_sync_engine(url)
         metadata.create_all(engine)
         engine.dispose()
-        samples = run_async(url, seconds) if mode == "async" else run_sync(mode, url, seconds)
+        if mode in ("async", "async_outbox"):
+            samples = run_async(mode, url, seconds)
+        else:
+            samples = run_sync(mode, url, seconds)
     ms = 1000.0
     return {
         "mode": mode,

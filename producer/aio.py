@@ -32,14 +32,17 @@ from redis.commands.core import AsyncScript
 from . import contract
 from .api import (  # (the private two: the sync API's error wrapping, shared as it is)
     ENQUEUE_ONCE,
+    PreparedEvent,
     _enqueue_errors,
     _Where,
     bounded_options,
     id_text,
+    prepare_envelope,
     prepare_event,
     prepare_events,
 )
 from .config import ProducerSettings, check_redis_url
+from .envelope import Event
 
 T = TypeVar("T")
 
@@ -80,9 +83,17 @@ class AsyncProducer:
         idempotency_key: str | None = None,
     ) -> str:
         """Validate one event and enqueue it; returns its id. See ``producer.Producer``."""
-        prepared = prepare_event(
-            self.settings, event, phone, distinct_id, data, account, idempotency_key
+        return await self._enqueue(
+            prepare_event(self.settings, event, phone, distinct_id, data, account, idempotency_key)
         )
+
+    async def enqueue_event(self, envelope: Event, key: str | None = None) -> str:
+        """Enqueue an envelope ``build_event`` made (and a checked idempotency key); returns
+        the id on the queue. See ``producer.Producer.enqueue_event``: for callers that
+        validate now and enqueue later (``producer.sqlalchemy.aio.send_event_on_commit``)."""
+        return await self._enqueue(prepare_envelope(self.settings, envelope, key))
+
+    async def _enqueue(self, prepared: PreparedEvent) -> str:
         pool = await self._pool()
         with _enqueue_errors(self._where):
             if prepared.once_keys is None:

@@ -2,12 +2,21 @@
 
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/shop REDIS_URL=redis://127.0.0.1:6379/0 \
         uvicorn --app-dir examples/fastapi_shop app:app
+    DATABASE_URL=... REDIS_URL=... limechat-events outbox-relay   # the outbox -> Redis
 
-``POST /orders`` with ``{"phone": "+915673412780", "total": "199.00"}`` places an order;
-``"decline": true`` makes the payment fail after the order row is written, so the
-transaction rolls back. The event is sent with ``producer.aio`` (a coroutine: the sync
-``send_event`` would block the event loop while it waits for Redis), once the order is
-committed: a rolled-back order sends nothing.
+``POST /orders`` with ``{"phone": "+915673412780", "total": "199.00"}`` writes the order and
+its ``order_placed`` event in one transaction, with ``producer.sqlalchemy.aio`` (an
+``AsyncSession``: the sync functions refuse one). ``"delivery"`` chooses how the event goes:
+
+- ``"outbox"`` (the default): ``await send_event_via_outbox(session, ...)``, a
+  ``limechat_outbox`` row of the same transaction moved to Redis by the relay. Redis down does
+  not matter to the request, and nothing is lost.
+- ``"on_commit"``: ``send_event_on_commit(session, ...)``; once the commit is done a task on
+  the loop enqueues it with ``producer.aio`` (never the sync producer, which would block the
+  loop). Redis down at that moment: the order is placed, the event logged at ERROR and lost.
+
+``"decline": true`` makes the payment fail after the order and its event are written: the
+transaction rolls back and nothing is sent, either way.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -35,10 +45,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from producer import EnqueueError, ValidationError
-from producer.aio import send_event
+from producer import ValidationError
+from producer.sqlalchemy import define_outbox_table
+from producer.sqlalchemy.aio import send_event_on_commit, send_event_via_outbox, wait_for_sends
 
-log = logging.getLogger("fastapi_shop")
+logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(message)s")
 
 metadata = MetaData()
 orders = Table(
@@ -49,6 +60,7 @@ orders = Table(
     Column("total", Numeric(12, 2), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+define_outbox_table(metadata)  # (create_all makes limechat_outbox too; or use your migrations)
 
 engine = create_async_engine(os.environ["DATABASE_URL"], pool_pre_ping=True)
 
@@ -58,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     yield
+    await wait_for_sends()  # (on-commit events still on their way to Redis)
     await engine.dispose()
 
 
@@ -67,6 +80,7 @@ app = FastAPI(lifespan=lifespan)
 class Order(BaseModel):
     phone: str
     total: Decimal
+    delivery: Literal["outbox", "on_commit"] = "outbox"
     decline: bool = False
 
 
@@ -76,26 +90,31 @@ class PaymentDeclined(Exception):
 
 @app.post("/orders", status_code=201)
 async def place_order(order: Order) -> JSONResponse:
+    data = {"total": str(order.total)}
     try:
         async with AsyncSession(engine) as session, session.begin():
             result = await session.execute(
                 insert(orders).values(phone=order.phone, total=order.total).returning(orders.c.id)
             )
             order_id = result.scalar_one()
+            data["order_id"] = str(order_id)
+            if order.delivery == "outbox":
+                event_id = await send_event_via_outbox(
+                    session, "order_placed", phone=order.phone, data=data
+                )
+            else:
+                event_id = send_event_on_commit(
+                    session, "order_placed", phone=order.phone, data=data
+                )
             if order.decline:
-                raise PaymentDeclined
+                raise PaymentDeclined  # rolls back the order and its event
+    except ValidationError as exc:
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=400)
     except PaymentDeclined:
         return JSONResponse({"error": "payment declined"}, status_code=402)
-    # Committed: the order exists, so LimeChat may hear about it. The key makes a retry of
-    # this step (after an EnqueueError that was a timeout) enqueue at most one event.
-    try:
-        event_id: str | None = await send_event(
-            "order_placed",
-            phone=order.phone,
-            data={"order_id": str(order_id), "total": str(order.total)},
-            idempotency_key=f"order-{order_id}",
-        )
-    except (ValidationError, EnqueueError) as exc:
-        log.error("order %s placed, event not sent: %s", order_id, exc)
-        event_id = None
     return JSONResponse({"order_id": order_id, "event_id": event_id}, status_code=201)
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}

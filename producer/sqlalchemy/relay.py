@@ -133,12 +133,14 @@ class OutboxRelay:
         *,
         once: bool = False,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_backoff: float = BACKOFF_MAX,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RelayStats:
         """Relay until ``should_stop()`` (checked between steps: a step always finishes).
 
         ``once``: return as soon as a step finds fewer rows than a full batch (the table is
-        drained). Failures back off exponentially up to 30 s and never end the loop.
+        drained). Failures back off exponentially up to ``max_backoff`` seconds (30) and never
+        end the loop.
         """
         failures = 0
         while not should_stop():
@@ -147,7 +149,7 @@ class OutboxRelay:
             except (EnqueueError, SQLAlchemyError) as exc:
                 failures += 1
                 self.stats.failures += 1
-                delay = _backoff(failures)
+                delay = _backoff(failures, max_backoff)
                 log.warning("relay step failed (retry in %.1fs): %s", delay, self.describe(exc))
                 _nap(delay, should_stop, sleep)
                 continue
@@ -170,10 +172,10 @@ class OutboxRelay:
         return text
 
 
-def _backoff(failures: int) -> float:
-    """Exponential from 0.5 s to 30 s, jittered by half: relays that failed together
+def _backoff(failures: int, most: float = BACKOFF_MAX) -> float:
+    """Exponential from 0.5 s to ``most``, jittered by half: relays that failed together
     (Redis restarting) do not all come back in the same instant."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(failures - 1, 16))
+    ceiling = min(most, BACKOFF_FIRST * 2.0 ** min(failures - 1, 16))
     return ceiling * (0.5 + random.random() / 2)
 
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.webapp_overhead import MODES
 from tests.helpers import ROOT
 from tests.integration.shop_support import DATABASE_URL
 
@@ -21,7 +22,7 @@ def test_the_webapp_overhead_benchmark_runs_and_reports_each_mode(redis_url: str
         "LIMECHAT_BENCH_REDIS_URL": redis_url,
         "LIMECHAT_BENCH_DATABASE_URL": DATABASE_URL,
     }
-    args = ["--seconds", "0.2", "--json", "--modes", "none,sync,async"]
+    args = ["--seconds", "0.2", "--json", "--modes", ",".join(MODES)]
     done = subprocess.run(
         [sys.executable, "-m", "bench.webapp_overhead", *args],
         cwd=ROOT,
@@ -32,7 +33,7 @@ def test_the_webapp_overhead_benchmark_runs_and_reports_each_mode(redis_url: str
     )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [row["mode"] for row in rows] == ["none", "sync", "async"]
+    assert [row["mode"] for row in rows] == list(MODES)
     for row in rows:
         assert row["requests"] == 40
         assert 0 <= row["producer_p50_ms"] <= row["producer_p99_ms"] < row["request_p99_ms"]

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
 from producer import contract
-from producer.outbox import outbox_envelope
 from tests.chaos.redis_server import RedisServer
 from tests.helpers import WorkerProcess, wait_for, worker_env
 from tests.integration.django_shop_support import (
@@ -28,6 +25,11 @@ from tests.integration.django_shop_support import (
     manage,
     postgres_schema,
     shop_env,
+)
+from tests.integration.shop_processes import (
+    delivered_orders,
+    insert_outbox_rows,
+    start,
 )
 from worker.sandbox import Sandbox
 
@@ -50,26 +52,6 @@ def db(database_url: str) -> Iterator[ShopDatabase]:
     database.empty_tables()
     yield database
     database.empty_tables()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[WorkerProcess]]:
-    """Started servers, relays and workers, stopped (or killed) at the end whatever happens."""
-    started: list[WorkerProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
-
-
-def start(processes: list[WorkerProcess], process: WorkerProcess) -> WorkerProcess:
-    processes.append(process)
-    process.start()
-    return process
-
-
-def delivered_orders(receiver: Sandbox) -> Counter[str]:
-    """order_id -> how many times LimeChat (the sandbox) accepted its order_placed."""
-    return Counter(r.body["data"]["order_id"] for r in receiver.accepted())
 
 
 def test_an_order_that_commits_is_delivered_by_the_outbox_and_by_on_commit(
@@ -171,22 +153,6 @@ def test_redis_down_at_request_time_the_outbox_keeps_the_event_until_it_is_back(
         server.close()
 
 
-def _insert_outbox_rows(db: ShopDatabase, count: int) -> set[str]:
-    """``count`` rows as ``send_event_via_outbox`` writes them (faster than as many requests)."""
-    rows = []
-    for n in range(count):
-        envelope, text = outbox_envelope("order_placed", phone=PHONE, data={"order_id": f"b{n}"})
-        created = datetime.fromtimestamp(envelope["created_at"], tz=timezone.utc)
-        rows.append((envelope["id"], None, text, created))
-    with psycopg.connect(db.url) as conn, conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO limechat_outbox (event_id, account, payload, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            rows,
-        )
-    return {f"b{n}" for n in range(count)}
-
-
 def test_a_relay_sigkilled_mid_run_loses_nothing(
     redis_url: str, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
@@ -194,7 +160,7 @@ def test_a_relay_sigkilled_mid_run_loses_nothing(
     shop = start(processes, ShopServer(env))
     # Given: orders placed while no relay runs, and a backlog of 3,000 more outbox rows
     placed = [shop.order(phone=PHONE, total="5", delivery="outbox")[1] for _ in range(5)]
-    expected = {str(p["order_id"]) for p in placed} | _insert_outbox_rows(db, 3000)
+    expected = {str(p["order_id"]) for p in placed} | insert_outbox_rows(db.url, PHONE, 3000)
     total = len(expected)
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
 
