@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make run    a worker delivering events (Redis and the sandbox started when needed);
 #               installs the package alone (`pip install -e .`, no extras), as users deploy it
-#   make test   the whole test suite, plus ruff and mypy; installs the dev and bench extras
+#   make test   the whole test suite, plus ruff and mypy; installs the dev and bench extras;
+#               starts Redis and PostgreSQL (the outbox tests) when they do not answer
 # Both share .venv; each installs what it needs once (a stamp file each), again when
 # pyproject.toml changes.
 #   make smoke  the wheel alone in fresh virtualenvs: newest versions, then the declared floors
@@ -32,6 +33,7 @@ run: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	scripts/ensure-redis
+	scripts/ensure-postgres test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,4 +1,9 @@
-"""``send_event`` and ``send_events``: validate, stamp an id, put on the queue, never hang."""
+"""``send_event`` and ``send_events``: validate, stamp an id, put on the queue, never hang.
+
+What the message holds and which Redis call carries it is decided here once
+(:func:`prepare_event`, :func:`prepare_events`, :data:`ENQUEUE_ONCE`); ``producer.aio`` sends
+the same on ``redis.asyncio``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,7 +27,7 @@ from .errors import EnqueueError, ValidationError
 # ARGV[1]: event id   ARGV[2]: TTL in seconds   ARGV[3]: the task message
 # Returns the id of the event the key first produced; enqueues only if the key is new, in one
 # atomic step, so a crash can never leave a remembered key without its event on the queue.
-_ENQUEUE_ONCE = """
+ENQUEUE_ONCE = """
 local first = redis.call('GET', KEYS[1])
 if first then return first end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -36,21 +41,37 @@ _BATCH_KEYS = frozenset({"distinct_id", "phone", "event", "data", "account"})
 def connect(url: str, timeout: float) -> redis.Redis:
     """A Redis client that gives up within about ``timeout`` seconds, whatever happens.
 
-    Connect and read each get half the budget, whatever the URL's query string says (redis-py
-    lets ``?socket_timeout=`` override its arguments: a web request would hang that long). No
-    command is sent twice: a retry after a timeout would enqueue the event a second time if
-    the first try did land (a slow Redis runs it late). A pooled connection that Redis closed
-    (a restart) is still replaced without failing the call: redis-py checks a connection as it
-    takes it from the pool.
+    A pooled connection that Redis closed (a restart) is still replaced without failing the
+    call: redis-py checks a connection as it takes it from the pool.
     """
     options = parse_url(url)  # type: ignore[no-untyped-call]
-    options.update(
-        socket_connect_timeout=timeout / 2,
-        socket_timeout=timeout / 2,
-        retry_on_timeout=False,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return redis.Redis(connection_pool=redis.ConnectionPool(**options))
+    options.update(bounded_options(timeout), retry=Retry(NoBackoff(), 0))
+    pool = redis.BlockingConnectionPool(**options)  # type: ignore[no-untyped-call]
+    return redis.Redis(connection_pool=pool)
+
+
+#: Connections a producer's pool (one per process, or per event loop) opens at most.
+MAX_CONNECTIONS = 100
+
+
+def bounded_options(timeout: float) -> dict[str, Any]:
+    """Connection options that bound a call to about ``timeout`` seconds (sync and asyncio).
+
+    Connect and read each get half the budget, whatever the URL's query string says (redis-py
+    lets ``?socket_timeout=`` override its arguments: a web request would hang that long). No
+    command is sent twice (the caller adds a ``Retry`` of 0 retries): a retry after a timeout
+    would enqueue the event a second time if the first try did land (a slow Redis runs it late).
+    """
+    return {
+        "socket_connect_timeout": timeout / 2,
+        "socket_timeout": timeout / 2,
+        "retry_on_timeout": False,
+        # For a ``BlockingConnectionPool``: a burst of more concurrent sends than connections
+        # waits its turn (a few hundred microseconds each) instead of failing at once with
+        # "Too many connections" while Redis is fine, as redis-py's plain pools do.
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": timeout / 2,
+    }
 
 
 class _Where:
@@ -83,7 +104,7 @@ class Producer:
         check_redis_url(self.settings.redis_url)
         self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
         self._where = _Where(self.settings.redis_url)
-        self._enqueue_once = self._redis.register_script(_ENQUEUE_ONCE)
+        self._enqueue_once = self._redis.register_script(ENQUEUE_ONCE)
 
     def send_event(
         self,
@@ -96,8 +117,9 @@ class Producer:
         idempotency_key: str | None = None,
     ) -> str:
         """Validate one event and enqueue it; returns its id."""
-        envelope = build_event(event, phone, distinct_id, data, account)
-        return self.enqueue_event(envelope, check_idempotency_key(idempotency_key))
+        return self._enqueue(
+            prepare_event(self.settings, event, phone, distinct_id, data, account, idempotency_key)
+        )
 
     def enqueue_event(self, envelope: Event, key: str | None = None) -> str:
         """Enqueue an envelope :func:`build_event` made (and a checked idempotency key).
@@ -106,17 +128,15 @@ class Producer:
         they returned at call time is the id the queue sees. Returns the id of the event on
         the queue (the first one's, when ``key`` was seen within its TTL).
         """
-        message = wire.encode_message([envelope])
+        return self._enqueue(prepare_envelope(self.settings, envelope, key))
+
+    def _enqueue(self, prepared: PreparedEvent) -> str:
         with _enqueue_errors(self._where):
-            if key is None:
-                self._redis.lpush(contract.QUEUE, message)
-                return envelope["id"]
-            scope = envelope["account"] or self.settings.default_account
-            first_id = self._enqueue_once(
-                keys=[contract.idempotency_key(scope, key), contract.QUEUE],
-                args=[envelope["id"], contract.IDEMPOTENCY_TTL_SECONDS, message],
-            )
-        return first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+            if prepared.once_keys is None:
+                self._redis.lpush(contract.QUEUE, prepared.message)
+                return prepared.event_id
+            first_id = self._enqueue_once(keys=prepared.once_keys, args=prepared.once_args)
+        return id_text(first_id)
 
     def send_events(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Validate every item, then enqueue all of them or none; returns their ids in order.
@@ -125,15 +145,10 @@ class Producer:
         ``data``; ``account`` optional). They travel as batch messages of up to
         ``LIMECHAT_BATCH_SIZE`` events, written in one Redis transaction.
         """
-        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
-            raise ValidationError(
-                "items", f"must be a list of events (dicts), not {type(items).__name__}"
-            )
-        events = [_event_from_item(item, index) for index, item in enumerate(items)]
-        if not events:
-            return []
-        self.enqueue_messages(wire.encode_batches(events, self.settings.batch_size))
-        return [e["id"] for e in events]
+        ids, messages = prepare_events(items, self.settings.batch_size)
+        if messages:
+            self.enqueue_messages(messages)
+        return ids
 
     def enqueue_messages(self, messages: list[str]) -> None:
         """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
@@ -160,6 +175,61 @@ def _enqueue_errors(where: _Where) -> Iterator[None]:
             f"could not enqueue to Redis at {where.url}: {type(exc).__name__}: "
             f"{where.scrub(str(exc))}"
         ) from None
+
+
+class PreparedEvent(NamedTuple):
+    """What one ``send_event`` writes, and with which Redis call (the same sync and async)."""
+
+    event_id: str
+    message: str
+    #: ``None``: a plain LPUSH of ``message``. Otherwise KEYS and ARGV of :data:`ENQUEUE_ONCE`.
+    once_keys: list[str] | None
+    once_args: list[str | int]
+
+
+def prepare_event(
+    settings: ProducerSettings,
+    event: object,
+    phone: object,
+    distinct_id: object,
+    data: object,
+    account: object,
+    idempotency_key: object,
+) -> PreparedEvent:
+    """Validate one event and encode its message; :class:`ValidationError` if it is bad."""
+    envelope = build_event(event, phone, distinct_id, data, account)
+    return prepare_envelope(settings, envelope, check_idempotency_key(idempotency_key))
+
+
+def prepare_envelope(settings: ProducerSettings, envelope: Event, key: str | None) -> PreparedEvent:
+    """The message of an envelope :func:`build_event` made, with a checked idempotency key."""
+    message = wire.encode_message([envelope])
+    if key is None:
+        return PreparedEvent(envelope["id"], message, None, [])
+    scope = envelope["account"] or settings.default_account
+    return PreparedEvent(
+        envelope["id"],
+        message,
+        [contract.idempotency_key(scope, key), contract.QUEUE],
+        [envelope["id"], contract.IDEMPOTENCY_TTL_SECONDS, message],
+    )
+
+
+def prepare_events(items: object, batch_size: int) -> tuple[list[str], list[str]]:
+    """Validate every item (all or none), then their ids and batch messages, in order."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ValidationError(
+            "items", f"must be a list of events (dicts), not {type(items).__name__}"
+        )
+    events = [_event_from_item(item, index) for index, item in enumerate(items)]
+    if not events:
+        return [], []
+    return [e["id"] for e in events], wire.encode_batches(events, batch_size)
+
+
+def id_text(reply: object) -> str:
+    """The event id :data:`ENQUEUE_ONCE` returned (bytes unless the client decodes)."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def build_event(

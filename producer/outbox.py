@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import wire
+from . import contract, wire
 from .api import Producer, build_event
 from .envelope import Event
 from .errors import ValidationError
@@ -41,14 +41,48 @@ def outbox_envelope(
 
 
 def envelope_from_row(text: str | bytes) -> Event:
-    """The envelope an outbox row holds (its JSON text as :func:`outbox_envelope` wrote it)."""
+    """The envelope an outbox row holds (its JSON text as :func:`outbox_envelope` wrote it).
+
+    Raises :class:`ValidationError`, and nothing else, for a row that cannot travel: not JSON,
+    ``NaN`` or ``Infinity``, nested past Python's limits, text that is not UTF-8 once written
+    (a lone surrogate), or not an object with an id. A relay skips such a row (it was edited
+    by hand) instead of failing the rows around it or dying on it.
+    """
     try:
-        loaded = json.loads(text)
-    except ValueError as exc:
-        raise ValidationError("payload", f"is not JSON: {exc}") from None
+        loaded = json.loads(text, parse_constant=_no_constants)
+        if _depth(loaded) > _MAX_DEPTH:  # (so that writing it, in a batch, cannot recurse out)
+            raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
+        # Written now as the relay will write it: what fails must fail here, for this row.
+        json.dumps(loaded, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError) as exc:
+        # (UnicodeError and JSONDecodeError are ValueErrors)
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ValidationError("payload", f"is not JSON an event can be sent as: {why}") from None
     if not isinstance(loaded, dict) or not isinstance(loaded.get("id"), str):
         raise ValidationError("payload", "is not an event envelope (a JSON object with an id)")
     return loaded  # type: ignore[return-value]
+
+
+#: An envelope nests its ``data`` (at most DATA_MAX_DEPTH deep) one level down.
+_MAX_DEPTH = contract.DATA_MAX_DEPTH + 2
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: no recursion to run out of)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= _MAX_DEPTH:
+                stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def relay_envelopes(producer: Producer, envelopes: Sequence[Event]) -> None:

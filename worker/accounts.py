@@ -27,7 +27,7 @@ else:  # pragma: no cover (Python 3.10)
 ACCOUNTS_FILE = "LIMECHAT_ACCOUNTS_FILE"
 #: The single-account variables, which the accounts file replaces.
 SINGLE_ACCOUNT_VARIABLES = ("LIMECHAT_ACCESS_TOKEN", "LIMECHAT_ACCOUNT_ID")
-_KEYS = {"id", "token", "token_env", "rate_limit", "burst"}
+_KEYS = {"id", "token", "token_env", "token_file", "rate_limit", "burst"}
 _HEADER = re.compile(r"^\s*\[\[\s*accounts\s*\]\]")
 
 
@@ -206,23 +206,56 @@ def _account(
 def _token(
     table: dict[str, Any], where: str, account_id: str, environ: Mapping[str, str], need: bool
 ) -> str:
-    """The inline ``token``, or the variable ``token_env`` names (never quoted in errors)."""
-    inline, name = table.get("token"), table.get("token_env")
-    if inline is not None and name is not None:
-        raise ConfigError(f"{where}: account {account_id!r} sets both token and token_env")
-    if name is not None:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}: token_env must name an environment variable")
-        value = environ.get(name.strip(), "").strip()
-        if not value and need:
-            raise ConfigError(
-                f"{where}: account {account_id!r}: token_env names {name.strip()}, which is not set"
-            )
-        return value
-    if inline is None:
+    """The inline ``token``, the variable ``token_env`` names, or the contents of the file
+    ``token_file`` names (read again on every reload: how mounted secrets rotate); errors
+    never quote a token."""
+    given = [k for k in ("token", "token_env", "token_file") if table.get(k) is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: account {account_id!r} sets {' and '.join(given)}: set one")
+    if not given:
         if need:
-            raise ConfigError(f"{where}: account {account_id!r} has no token (token or token_env)")
+            raise ConfigError(
+                f"{where}: account {account_id!r} has no token (token, token_env or token_file)"
+            )
         return ""
-    if not isinstance(inline, str) or not inline.strip():
-        raise ConfigError(f"{where}: account {account_id!r}: token must be a non-empty string")
-    return inline.strip()
+    key = given[0]
+    value = table[key]
+    if not isinstance(value, str) or not value.strip():
+        what = {
+            "token": "token must be a non-empty string",
+            "token_env": "token_env must name an environment variable",
+            "token_file": "token_file must be a file's path",
+        }[key]
+        raise ConfigError(f"{where}: account {account_id!r}: {what}")
+    if key == "token":
+        return value.strip()
+    if key == "token_env":
+        name = value.strip()
+        token = environ.get(name, "").strip()
+        if not token and need:
+            raise ConfigError(
+                f"{where}: account {account_id!r}: token_env names {name}, which is not set"
+            )
+        return token
+    return _token_from_file(value.strip(), where, account_id, need)
+
+
+def _token_from_file(path: str, where: str, account_id: str, need: bool) -> str:
+    if not need:
+        return ""  # (operator tools want ids and rates; they may not be allowed to read it)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4096)
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: account {account_id!r}: token_file {path!r} cannot be read: {exc.strerror}"
+        ) from None
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not token:
+        raise ConfigError(
+            f"{where}: account {account_id!r}: token_file {path!r} holds no token (UTF-8 text)"
+        )
+    return token

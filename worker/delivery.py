@@ -217,7 +217,8 @@ class Deliverer:
             self._dead_letter_unknown(event)
             return None
         if not self.load.claim(account.id):
-            self._park_turned_away(account.id, [event])
+            # (parked as it is: a reload meanwhile may leave it no account to be matched to)
+            self._park_for_a_turn(account.id, [event])
             return functools.partial(self._park_turned_away, account.id)
         try:
             return self._deliver_claimed(event, named, account, record)
@@ -299,12 +300,15 @@ class Deliverer:
         return mine
 
     def _park_turned_away(self, account: str, events: Sequence[Event]) -> set[str]:
-        """Park ``account``'s events among ``events`` (it has all the requests out it may),
-        to come back paced (no attempt counted), in one pipeline; returns their ids."""
-        mine = self._of_account(account, events)
+        """Park ``account``'s events among ``events`` (it has all the requests out it may);
+        returns their ids."""
+        return self._park_for_a_turn(account, self._of_account(account, events))
+
+    def _park_for_a_turn(self, account: str, mine: Sequence[Event]) -> set[str]:
+        """Park ``mine`` to come back paced (no attempt counted), all or none; their ids."""
         if not mine:
             return set()
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=True)
         for event, delay in zip(mine, self.load.come_back_in(account, len(mine)), strict=True):
             self.schedule.park(event, delay, client=pipe)
         pipe.execute()
@@ -319,7 +323,7 @@ class Deliverer:
         if not mine:
             return set()
         now, slots = limiter.reserve(len(mine))
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=True)  # (all or none: the message may go back)
         for event, slot in zip(mine, slots, strict=True):
             delay = slot - now - SLOT_LEAD_SECONDS
             self.schedule.park({**event, "slot_at": slot}, delay, client=pipe)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 from ..api import Producer, build_event, check_idempotency_key, default_producer
 from ..envelope import Event
 from ..errors import EnqueueError
+
+if TYPE_CHECKING:
+    from ..aio import AsyncProducer
 
 log = logging.getLogger("limechat_events.sqlalchemy")
 
@@ -29,9 +32,11 @@ _PENDING = "limechat_events.pending"  # session.info key: list[_Pending]
 class _Pending:
     envelope: Event
     key: str | None
-    producer: Producer | None
-    #: the transaction it was sent in (None: none had begun; it joins the next one)
-    transaction: SessionTransaction | None
+    producer: Producer | AsyncProducer
+    #: the transaction it was sent in
+    transaction: SessionTransaction
+    #: sent by a task on the event loop that commits (producer.sqlalchemy.aio)
+    asynchronous: bool = False
 
 
 def send_event_on_commit(
@@ -55,15 +60,44 @@ def send_event_on_commit(
     the event is logged at ERROR with its id and is not sent. The outbox
     (:func:`send_event_via_outbox`) is what survives that.
     """
+    target = session() if isinstance(session, scoped_session) else session
+    if not isinstance(target, Session):  # (an AsyncSession: its events need the async hook)
+        raise TypeError(
+            "send_event_on_commit takes a Session; for an AsyncSession use "
+            "producer.sqlalchemy.aio.send_event_on_commit"
+        )
+    return hold_until_commit(
+        target, event, phone, distinct_id, data, account, idempotency_key, producer
+    )
+
+
+def hold_until_commit(
+    session: Session,
+    event: str,
+    phone: str,
+    distinct_id: str | None,
+    data: Mapping[str, Any] | None,
+    account: str | None,
+    idempotency_key: str | None,
+    producer: Producer | AsyncProducer | None,
+    asynchronous: bool = False,
+) -> str:
+    """Validate the event now and keep it in ``session`` until its transaction ends."""
     envelope = build_event(event, phone, distinct_id, data, account)
     key = check_idempotency_key(idempotency_key)
-    target = session() if isinstance(session, scoped_session) else session
-    pending = target.info.get(_PENDING)
+    # Now, not at commit: a producer that cannot be made (a bad REDIS_URL) fails the call.
+    sender = producer or (_default_async() if asynchronous else default_producer())
+    pending = session.info.get(_PENDING)
     if pending is None:
-        pending = target.info[_PENDING] = []
-        _listen(target)
-    current = target.get_nested_transaction() or target.get_transaction()
-    pending.append(_Pending(envelope, key, producer, current))
+        pending = session.info[_PENDING] = []
+        _listen(session)
+    if session.get_transaction() is None:
+        # Begun now, as session.add() would: the event belongs to this transaction, and a
+        # rollback or close() before any SQL drops it instead of the next commit sending it.
+        session.begin()
+    current = session.get_nested_transaction() or session.get_transaction()
+    assert current is not None
+    pending.append(_Pending(envelope, key, sender, current, asynchronous))
     return envelope["id"]
 
 
@@ -81,8 +115,14 @@ def _after_commit(session: Session) -> None:
         return
     pending: list[_Pending] = session.info.get(_PENDING, [])
     session.info[_PENDING] = []
+    later = [item for item in pending if item.asynchronous]
     for item in pending:
-        _send(item)
+        if not item.asynchronous:
+            _send(item)
+    if later:
+        from .aio import send_soon  # (only sessions that hold async events get here)
+
+        send_soon(later)
 
 
 def _after_soft_rollback(session: Session, rolled_back: SessionTransaction) -> None:
@@ -106,14 +146,28 @@ def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction
 
 
 def _send(item: _Pending) -> None:
-    envelope = item.envelope
+    producer = item.producer
+    assert isinstance(producer, Producer)
     try:
-        (item.producer or default_producer()).enqueue_event(envelope, item.key)
-    except EnqueueError as exc:
-        # (the message is already free of passwords: see producer.api._enqueue_errors)
-        log.error(
-            "on-commit enqueue failed, event not sent evt=%s event=%s: %s",
-            envelope["id"],
-            envelope["event"],
-            exc,
-        )
+        producer.enqueue_event(item.envelope, item.key)
+    except Exception as exc:  # (the data is committed: never raise out of commit(), and never
+        # let one event's failure cost those after it)
+        log_lost(item, exc)
+
+
+def _default_async() -> AsyncProducer:
+    from ..aio import default_producer as default_async_producer  # (async apps only)
+
+    return default_async_producer()
+
+
+def log_lost(item: _Pending, exc: Exception) -> None:
+    # An EnqueueError's text is free of passwords (producer.api._enqueue_errors); of any other
+    # error only its type is shown.
+    why = str(exc) if isinstance(exc, EnqueueError) else type(exc).__name__
+    log.error(
+        "on-commit enqueue failed, event not sent evt=%s event=%s: %s",
+        item.envelope["id"],
+        item.envelope["event"],
+        why,
+    )

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine, make_url
@@ -23,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..api import Producer
 from ..config import redacted_url, url_secrets
-from ..errors import EnqueueError, ValidationError
+from ..errors import ConfigError, EnqueueError, ValidationError
 from ..outbox import envelope_from_row, relay_envelopes
 from .table import outbox_table
 
@@ -40,6 +41,21 @@ def engine_url(url: str) -> str:
     for bare in ("postgresql://", "postgres://"):
         if url.startswith(bare):
             return "postgresql+psycopg://" + url[len(bare) :]
+    return url
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if SQLAlchemy reads it as written, else :class:`ConfigError` (never showing it).
+
+    SQLAlchemy ends the password at its first ``@``: an unencoded one in a password sends the
+    rest of it to the host name, and from there into logs and the driver's errors.
+    """
+    netloc = urlsplit(url).netloc
+    if netloc.count("@") > 1:
+        raise ConfigError(
+            "the database URL cannot be read as written: a password holding @ (or /, ?, #) "
+            "must be percent-encoded (@ as %40, / as %2F, ? as %3F, # as %23)"
+        )
     return url
 
 
@@ -117,12 +133,14 @@ class OutboxRelay:
         *,
         once: bool = False,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_backoff: float = BACKOFF_MAX,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RelayStats:
         """Relay until ``should_stop()`` (checked between steps: a step always finishes).
 
         ``once``: return as soon as a step finds fewer rows than a full batch (the table is
-        drained). Failures back off exponentially up to 30 s and never end the loop.
+        drained). Failures back off exponentially up to ``max_backoff`` seconds (30) and never
+        end the loop.
         """
         failures = 0
         while not should_stop():
@@ -131,7 +149,7 @@ class OutboxRelay:
             except (EnqueueError, SQLAlchemyError) as exc:
                 failures += 1
                 self.stats.failures += 1
-                delay = _backoff(failures)
+                delay = _backoff(failures, max_backoff)
                 log.warning("relay step failed (retry in %.1fs): %s", delay, self.describe(exc))
                 _nap(delay, should_stop, sleep)
                 continue
@@ -154,10 +172,10 @@ class OutboxRelay:
         return text
 
 
-def _backoff(failures: int) -> float:
-    """Exponential from 0.5 s to 30 s, jittered by half: relays that failed together
+def _backoff(failures: int, most: float = BACKOFF_MAX) -> float:
+    """Exponential from 0.5 s to ``most``, jittered by half: relays that failed together
     (Redis restarting) do not all come back in the same instant."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(failures - 1, 16))
+    ceiling = min(most, BACKOFF_FIRST * 2.0 ** min(failures - 1, 16))
     return ceiling * (0.5 + random.random() / 2)
 
 

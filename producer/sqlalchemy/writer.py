@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Insert, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session
 
+from ..envelope import Event
 from ..outbox import outbox_envelope
 from .table import outbox_table
 
@@ -34,6 +36,17 @@ def send_event_via_outbox(
     envelope, text = outbox_envelope(
         event, phone=phone, distinct_id=distinct_id, data=data, account=account
     )
-    row = {"event_id": envelope["id"], "account": envelope["account"], "payload": text}
-    session.execute(_INSERT, row)
+    statement, row = outbox_insert(envelope, text)
+    result = session.execute(statement, row)
+    if inspect.isawaitable(result):  # an AsyncSession's: unawaited, it would write nothing
+        result.close()
+        raise TypeError(
+            "send_event_via_outbox takes a Session or Connection; for an AsyncSession "
+            "await producer.sqlalchemy.aio.send_event_via_outbox"
+        )
     return envelope["id"]
+
+
+def outbox_insert(envelope: Event, text: str) -> tuple[Insert, dict[str, Any]]:
+    """The INSERT of the event's row and its parameters (for the sync and async writers)."""
+    return _INSERT, {"event_id": envelope["id"], "account": envelope["account"], "payload": text}

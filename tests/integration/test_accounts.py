@@ -214,6 +214,37 @@ def test_sighup_rotates_a_token_while_events_flow_through_every_child_and_refuse
         sandbox.stop()
 
 
+def test_a_token_file_rotated_on_disk_is_used_after_a_sighup(
+    tmp_path: Path, redis_url: str, producer: Producer
+) -> None:
+    """``token_file`` (a mounted secret) is read again on reload, unlike ``token_env``."""
+    sandbox = Sandbox(accounts={"a": ("old-token", "new-token")}).start()
+    secret = tmp_path / "a.token"
+    secret.write_text("old-token\n")
+    path = tmp_path / "accounts.toml"
+    path.write_text(f'[[accounts]]\nid = "a"\ntoken_file = "{secret}"\n')
+    worker = WorkerProcess(file_env(redis_url, sandbox.url, path, LIMECHAT_WORKER_PROCESSES="1"))
+    try:
+        worker.start()
+        producer.send_event("e", phone=PHONE, account="a")
+        wait_for(lambda: len(sandbox.accepted()) == 1, 30, "a delivery with the old token")
+        # When the secret store rotates the file, and the worker is told
+        secret.write_text("new-token\n")
+        assert worker.proc is not None
+        os.kill(worker.proc.pid, signal.SIGHUP)
+        wait_for(lambda: worker.saw("accounts reloaded"), 30, "the reload")
+        assert worker.saw("new token: a")
+        for n in range(5):
+            producer.send_event("e", phone=PHONE, data={"n": n}, account="a")
+        wait_for(lambda: len(sandbox.accepted()) == 6, 30, "deliveries after the reload")
+        tokens = [req.headers["x-limechat-uat"] for req in sandbox.accepted()]
+        assert tokens == ["old-token"] + ["new-token"] * 5
+        assert "old-token" not in worker.text() and "new-token" not in worker.text()
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
 def test_a_removed_accounts_events_are_dead_lettered_unknown_account(
     tmp_path: Path, redis_url: str, r: redis.Redis, producer: Producer
 ) -> None:

@@ -184,3 +184,29 @@ def test_a_file_nested_too_deeply_is_refused_not_raised(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nested too deeply") as refused:
         settings_for(write(tmp_path, text))
     assert SECRET not in str(refused.value) and refused.value.__suppress_context__
+
+
+def test_a_token_file_is_read_and_its_problems_are_named_without_the_token(
+    tmp_path: Path,
+) -> None:
+    secret_file = tmp_path / "brand-a.token"
+    secret_file.write_text(f"{SECRET}\n")  # (as mounted secrets are: a trailing newline)
+    text = f'[[accounts]]\nid = "a"\ntoken_file = "{secret_file}"\n'
+    assert settings_for(write(tmp_path, text)).account_set().by_id["a"].token == SECRET
+    # Operator tools (no tokens needed) do not read it: they may not be allowed to
+    environ = {"LIMECHAT_ACCOUNTS_FILE": write(tmp_path, text)}
+    ops = Settings.from_env(environ, need_credentials=False)
+    assert ops.account_set().ids == ["a"]
+
+    cases = {
+        f'token_file = "{tmp_path / "absent"}"': r"line 1: account 'a': token_file .*absent.* "
+        "cannot be read: No such file",
+        f'token_file = "{tmp_path / "empty"}"': "token_file .* holds no token",
+        'token_file = ""': "token_file must be a file's path",
+        f'token = "{SECRET}"\ntoken_file = "{secret_file}"': "sets token and token_file: set one",
+    }
+    (tmp_path / "empty").write_text("\n")
+    for keys, expected in cases.items():
+        with pytest.raises(ConfigError, match=expected) as err:
+            settings_for(write(tmp_path, f'[[accounts]]\nid = "a"\n{keys}\n'))
+        assert SECRET not in str(err.value)

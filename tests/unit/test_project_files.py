@@ -222,4 +222,8 @@ def test_the_wheel_lists_every_package() -> None:
         for top in ("producer", "worker")
         for init in (ROOT / top).rglob("__init__.py")
     }
-    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    data = set(PYPROJECT["tool"]["setuptools"]["package-data"])
+    assert listed - data == found
+    # Data folders listed as packages ship their files (package-data) and must exist.
+    assert all((ROOT / Path(*name.split("."))).is_dir() for name in data)

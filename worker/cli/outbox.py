@@ -42,10 +42,22 @@ log = logging.getLogger("limechat_events.outbox")
     type=click.FloatRange(0.001, 60),
     help="Seconds between looks at an empty outbox.",
 )
+@click.option(
+    "--max-backoff",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.01, 600),
+    help="Longest wait, in seconds, between tries while Redis or the database fails.",
+)
 @click.option("--once", is_flag=True, help="Exit when the outbox is empty.")
 @click.option("--create-table", is_flag=True, help="Create limechat_outbox if it is missing.")
 def outbox_relay(
-    database_url: str, batch_size: int, poll_interval: float, once: bool, create_table: bool
+    database_url: str,
+    batch_size: int,
+    poll_interval: float,
+    max_backoff: float,
+    once: bool,
+    create_table: bool,
 ) -> None:
     """Relay the outbox: enqueue committed limechat_outbox rows, delete them, repeat.
 
@@ -69,7 +81,9 @@ def outbox_relay(
     if create_table:
         _create_table(relay, where)
     log.info("outbox relay started db=%s batch=%d", where, batch_size)
-    stats = relay.run(lambda: stopping, once=once, poll_interval=poll_interval)
+    stats = relay.run(
+        lambda: stopping, once=once, poll_interval=poll_interval, max_backoff=max_backoff
+    )
     log.info("outbox relay stopped relayed=%d steps=%d", stats.relayed, stats.steps)
     relay.engine.dispose()
 
@@ -92,13 +106,22 @@ def _relay(database_url: str, batch_size: int) -> tuple[Any, str]:
 
         from producer import Producer
         from producer.config import url_secrets
-        from producer.sqlalchemy.relay import OutboxRelay, engine_url, redacted_db_url
+        from producer.sqlalchemy.relay import (
+            OutboxRelay,
+            check_database_url,
+            engine_url,
+            redacted_db_url,
+        )
     except ImportError as exc:
         fail(
             f"outbox-relay needs the sqlalchemy extra: pip install 'limechat-events[sqlalchemy]'"
             f" ({exc.name} is missing)",
             2,
         )
+    try:
+        check_database_url(database_url)
+    except ConfigError as exc:
+        fail(f"--database-url (DATABASE_URL): {exc}", 2)
     where = redacted_db_url(database_url)
     try:
         engine = create_engine(engine_url(database_url), hide_parameters=True, pool_pre_ping=True)

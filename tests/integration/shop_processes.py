@@ -1,0 +1,163 @@
+"""What the example-shop tests share (Django, Flask, FastAPI): a shop served by a real server
+process and called over plain HTTP, starting processes that are always stopped, counting what
+LimeChat (the sandbox) accepted, and filling the outbox faster than requests would. (The
+``processes`` fixture is in conftest.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import psycopg
+
+from producer.outbox import outbox_envelope
+from tests.helpers import WorkerProcess, wait_for
+from worker.sandbox import Sandbox
+
+P = TypeVar("P", bound=WorkerProcess)
+
+DATABASE_URL = os.environ.get(
+    "LIMECHAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A schema of this test's own; yields a database URL whose search path is it.
+
+    Dropped afterwards with everything in it, so the database is left as it was found. A
+    PostgreSQL that does not answer fails the test (never a skip: CI must not go green
+    without it).
+    """
+    schema = f"lc_shop_test_{secrets.token_hex(4)}"
+    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in DATABASE_URL else "?"
+    try:
+        yield f"{DATABASE_URL}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Database:
+    """Reads and writes the shop's tables directly, as an operator's psql would."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def count(self, table: str) -> int:
+        return int(self.rows(f"SELECT count(*) FROM {table}")[0][0])
+
+
+class HttpShop(WorkerProcess):
+    """A shop's server (``python ARGV``, given the port) ready once ``GET /health`` answers."""
+
+    def __init__(self, env: dict[str, str], argv: list[str], port: int) -> None:
+        self.port = port
+        super().__init__(env, argv)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> HttpShop:
+        super().start(wait_ready=False)
+        try:
+            wait_for(self._answers, 30, "the shop's server to answer")
+        except AssertionError:
+            self.kill()
+            raise AssertionError("the shop did not start:\n" + self.text()) from None
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError("the shop exited at start:\n" + self.text())
+        try:
+            return get_json(f"{self.url}/health")[0] == 200
+        except OSError:
+            return False
+
+    def order(self, **body: Any) -> tuple[int, dict[str, Any]]:
+        return post_json(f"{self.url}/orders", body)
+
+
+class OutboxRelayProcess(WorkerProcess):
+    """An outbox relay (``python ARGV``), ready once it says it started."""
+
+    def start(self, wait_ready: bool = True) -> OutboxRelayProcess:
+        super().start(wait_ready=False)
+        if wait_ready:
+            wait_for(lambda: self.saw("outbox relay started") or self._exited(), 30, "the relay")
+            if self._exited():
+                raise AssertionError("the relay exited at start:\n" + self.text())
+        return self
+
+    def _exited(self) -> bool:
+        assert self.proc is not None
+        return self.proc.poll() is not None
+
+
+def start(processes: list[WorkerProcess], process: P) -> P:
+    processes.append(process)
+    process.start()
+    return process
+
+
+def delivered_orders(receiver: Sandbox) -> Counter[str]:
+    """order_id -> how many times LimeChat (the sandbox) accepted its order_placed."""
+    return Counter(r.body["data"]["order_id"] for r in receiver.accepted())
+
+
+def insert_outbox_rows(database_url: str, phone: str, count: int) -> set[str]:
+    """``count`` rows as ``send_event_via_outbox`` writes them (faster than as many requests);
+    returns their order ids (``b0``, ``b1``, ...)."""
+    rows = []
+    for n in range(count):
+        envelope, text = outbox_envelope("order_placed", phone=phone, data={"order_id": f"b{n}"})
+        created = datetime.fromtimestamp(envelope["created_at"], tz=timezone.utc)
+        rows.append((envelope["id"], None, text, created))
+    with psycopg.connect(database_url) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO limechat_outbox (event_id, account, payload, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            rows,
+        )
+    return {f"b{n}" for n in range(count)}
+
+
+def post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    return _call(request)
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    return _call(urllib.request.Request(url))
+
+
+def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

@@ -1,0 +1,177 @@
+"""The Flask and FastAPI example shops as real apps: gunicorn or uvicorn on PostgreSQL, called
+over HTTP, ``limechat-events outbox-relay`` and a worker as real processes, the sandbox as
+LimeChat.
+
+Commit delivers (both ways of sending); rollback sends nothing; Redis down at request time
+keeps the outbox's event until Redis is back (the on-commit one is logged lost); a relay
+SIGKILLed mid-run loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer import contract
+from tests.chaos.redis_server import RedisServer
+from tests.helpers import WorkerProcess, wait_for, worker_env
+from tests.integration.shop_processes import (
+    Database,
+    delivered_orders,
+    insert_outbox_rows,
+    postgres_schema,
+    start,
+)
+from tests.integration.shop_support import RelayProcess, ShopServer, shop_env
+from worker.sandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+915673412780"
+
+
+@pytest.fixture(params=["flask", "fastapi"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    """A schema of the test's own; the shop creates its tables (and the outbox) at start."""
+    with postgres_schema() as url:
+        yield Database(url)
+
+
+def test_orders_that_commit_are_delivered_both_ways_and_rolled_back_ones_send_nothing(
+    kind: str,
+    redis_url: str,
+    receiver: Sandbox,
+    db: Database,
+    processes: list[WorkerProcess],
+) -> None:
+    env = shop_env(redis_url, db.url)
+    shop = start(processes, ShopServer(kind, env))
+    start(processes, RelayProcess(env))
+    worker = start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
+
+    # When: the payment fails after the order and its event were written (both ways), and an
+    # event that does not validate is refused at call time (the request fails, nothing written)
+    for delivery in ("outbox", "on_commit"):
+        status, body = shop.order(phone=PHONE, total="10", delivery=delivery, decline=True)
+        assert (status, body) == (402, {"error": "payment declined"}), shop.text()
+        status, body = shop.order(phone="5673412780", total="10", delivery=delivery)
+        assert status == 400 and body["field"] == "phone", body
+    assert db.count("shop_orders") == 0
+    assert db.count("limechat_outbox") == 0
+
+    # And: one order placed each way
+    placed = {}
+    for delivery, total in (("outbox", "499.00"), ("on_commit", "99.50")):
+        status, body = shop.order(phone=PHONE, total=total, delivery=delivery)
+        assert status == 201, (body, shop.text())
+        placed[delivery] = body
+
+    # Then: LimeChat gets both, once, with the order's data, and nothing else ever
+    expected = Counter(str(body["order_id"]) for body in placed.values())
+    wait_for(lambda: delivered_orders(receiver) == expected, 30, "both events delivered")
+    r = redis.Redis.from_url(redis_url)
+    wait_for(lambda: r.llen(contract.QUEUE) == 0, 10, "the queue drained")
+    r.close()
+    assert delivered_orders(receiver) == expected, worker.text()
+    bodies = {a.body["data"]["order_id"]: a.body for a in receiver.accepted()}
+    outboxed = placed["outbox"]
+    assert bodies[str(outboxed["order_id"])] == {
+        "distinct_id": PHONE,
+        "phone": PHONE,
+        "event": "order_placed",
+        "data": {"order_id": str(outboxed["order_id"]), "total": "499.00"},
+    }
+    assert bodies[str(placed["on_commit"]["order_id"])]["data"]["total"] == "99.50"
+    wait_for(lambda: db.count("limechat_outbox") == 0, 10, "the outbox emptied")
+    assert db.count("shop_orders") == 2
+
+
+def test_redis_down_at_request_time_the_outbox_keeps_the_event_until_it_is_back(
+    kind: str, tmp_path: Path, receiver: Sandbox, db: Database, processes: list[WorkerProcess]
+) -> None:
+    password = "s3cret-redis-password-never-logged"
+    server = RedisServer(tmp_path / "redis", password=password).start()
+    try:
+        server.stop()
+        env = shop_env(server.url, db.url)
+        shop = start(processes, ShopServer(kind, env))
+        relay = start(processes, RelayProcess(env))
+
+        # When: orders are placed while Redis is down
+        status, outboxed = shop.order(phone=PHONE, total="250", delivery="outbox")
+        assert status == 201, (outboxed, shop.text())
+        status, committed = shop.order(phone=PHONE, total="75", delivery="on_commit")
+        assert status == 201, (committed, shop.text())
+
+        # Then: the outbox holds its event; the relay keeps retrying and does not give up;
+        # the on_commit event is reported lost (the order committed all the same)
+        assert db.rows("SELECT event_id FROM limechat_outbox") == [(outboxed["event_id"],)]
+        wait_for(
+            lambda: shop.saw(f"event not sent evt={committed['event_id']}"),
+            10,
+            "the on_commit failure logged",
+        )
+        wait_for(lambda: relay.text().count("relay step failed") >= 3, 20, "relay retries")
+        assert relay.proc is not None and relay.proc.poll() is None, relay.text()
+
+        # When: Redis comes back (empty: the lost event was never there), with a worker on it
+        server.start()
+        start(processes, WorkerProcess(worker_env(server.url, receiver.url)))
+
+        # Then: the outbox's event is delivered; the on_commit one is not (documented)
+        want = Counter([str(outboxed["order_id"])])
+        wait_for(lambda: delivered_orders(receiver) == want, 30, "the outbox event delivered")
+        wait_for(lambda: db.count("limechat_outbox") == 0, 10, "the outbox emptied")
+        wait_for(lambda: relay.saw("relay recovered"), 10, "the relay to say it recovered")
+        assert db.count("shop_orders") == 2
+        for process in (shop, relay):
+            assert password not in process.text()
+        assert "***" in relay.text()  # the redacted URL, to show where it failed
+    finally:
+        for process in reversed(processes):  # (before their Redis goes: a quick shutdown)
+            process.stop()
+        server.close()
+
+
+def test_a_relay_sigkilled_mid_run_loses_nothing(
+    kind: str,
+    redis_url: str,
+    receiver: Sandbox,
+    db: Database,
+    processes: list[WorkerProcess],
+) -> None:
+    env = shop_env(redis_url, db.url)
+    shop = start(processes, ShopServer(kind, env))
+    # Given: orders placed while no relay runs, and a backlog of 1,500 more outbox rows
+    placed = [shop.order(phone=PHONE, total="5", delivery="outbox") for _ in range(5)]
+    assert [status for status, _ in placed] == [201] * 5, shop.text()
+    expected = {str(body["order_id"]) for _, body in placed}
+    expected |= insert_outbox_rows(db.url, PHONE, 1500)
+    total = len(expected)
+    start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
+
+    # When: relays with small batches are SIGKILLed mid-run, twice
+    batch = 20
+    for kill in (1, 2):
+        relay = start(processes, RelayProcess(env, "--batch-size", str(batch)))
+        left = total - kill * 300
+        wait_for(lambda: db.count("limechat_outbox") <= left, 30, "the relay under way")  # noqa: B023
+        relay.kill()
+        assert db.count("limechat_outbox") > 0, "the relay finished before it was killed"
+
+    # Then: a new relay moves the rest, and every event reaches LimeChat
+    start(processes, RelayProcess(env, "--batch-size", "500"))
+    wait_for(lambda: db.count("limechat_outbox") == 0, 30, "the outbox emptied")
+    wait_for(lambda: set(delivered_orders(receiver)) == expected, 60, "every event delivered")
+    # Only a batch in flight at each kill may have gone twice (sent, its rows not deleted).
+    duplicates = sum(n - 1 for n in delivered_orders(receiver).values())
+    assert duplicates <= 2 * batch

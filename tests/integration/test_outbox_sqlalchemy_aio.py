@@ -1,0 +1,154 @@
+"""``producer.sqlalchemy.aio`` on a real PostgreSQL (async SQLAlchemy, psycopg) and a real
+Redis: the outbox row and the on-commit send from an ``AsyncSession``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from producer import ProducerSettings, ValidationError
+from producer.aio import AsyncProducer
+from producer.sqlalchemy import aio as sa_aio
+from producer.sqlalchemy import send_event_on_commit, send_event_via_outbox
+from producer.sqlalchemy.relay import engine_url
+from tests.integration.outbox_support import outbox_engine, outbox_rows, private_schema, queued
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+915673412780"
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with private_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = outbox_engine(database_url)  # (creates the outbox table)
+    yield engine
+    engine.dispose()
+
+
+def test_the_outbox_row_commits_and_rolls_back_with_an_async_session(
+    database_url: str, engine: Engine
+) -> None:
+    async def run() -> str:
+        async_engine = create_async_engine(engine_url(database_url))
+        try:
+            with pytest.raises(RuntimeError):
+                async with AsyncSession(async_engine) as session, session.begin():
+                    await sa_aio.send_event_via_outbox(session, "order_lost", phone=PHONE)
+                    raise RuntimeError("rolls back")
+            async with AsyncSession(async_engine) as session, session.begin():
+                with pytest.raises(ValidationError):
+                    await sa_aio.send_event_via_outbox(session, "order_placed", phone="123")
+                return await sa_aio.send_event_via_outbox(
+                    session, "order_placed", phone=PHONE, data={"order_id": "7"}
+                )
+        finally:
+            await async_engine.dispose()
+
+    event_id = asyncio.run(run())
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT event_id, payload FROM limechat_outbox")).all()
+    assert [row.event_id for row in rows] == [event_id]
+    assert '"order_id":"7"' in rows[0].payload.replace(" ", "")
+
+
+def test_the_sync_functions_refuse_an_async_session_instead_of_writing_nothing(
+    database_url: str, engine: Engine
+) -> None:
+    async def run() -> None:
+        async_engine = create_async_engine(engine_url(database_url))
+        try:
+            async with AsyncSession(async_engine) as session, session.begin():
+                with pytest.raises(TypeError, match=r"producer\.sqlalchemy\.aio"):
+                    send_event_via_outbox(session, "order_placed", phone=PHONE)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=r"producer\.sqlalchemy\.aio"):
+                    send_event_on_commit(session, "order_placed", phone=PHONE)  # type: ignore[arg-type]
+        finally:
+            await async_engine.dispose()
+
+    asyncio.run(run())
+    with Session(engine) as session, pytest.raises(TypeError, match="AsyncSession"):
+        sa_aio.send_event_on_commit(session, "order_placed", phone=PHONE)  # type: ignore[arg-type]
+    assert outbox_rows(engine) == 0
+
+
+def test_on_commit_from_an_async_session_sends_with_the_async_producer_after_the_commit(
+    database_url: str, engine: Engine, redis_url: str, r: redis.Redis
+) -> None:
+    producer = AsyncProducer(ProducerSettings(redis_url=redis_url))
+    on_loop: list[bool] = []
+    original = producer.enqueue_event
+
+    async def enqueue_event(*args: object) -> str:
+        on_loop.append(asyncio.get_running_loop() is not None)
+        return await original(*args)  # type: ignore[arg-type]
+
+    producer.enqueue_event = enqueue_event  # type: ignore[method-assign]
+
+    async def run() -> tuple[str, str]:
+        async_engine = create_async_engine(engine_url(database_url))
+        try:
+            with pytest.raises(RuntimeError):
+                async with AsyncSession(async_engine) as session, session.begin():
+                    sa_aio.send_event_on_commit(
+                        session, "order_lost", phone=PHONE, producer=producer
+                    )
+                    raise RuntimeError("rolls back")
+            async with AsyncSession(async_engine) as session:
+                first = sa_aio.send_event_on_commit(
+                    session, "order_placed", phone=PHONE, producer=producer
+                )
+                async with session.begin_nested():
+                    kept = sa_aio.send_event_on_commit(
+                        session, "order_paid", phone=PHONE, producer=producer
+                    )
+                with pytest.raises(ValidationError):
+                    sa_aio.send_event_on_commit(session, "order_paid", phone="1", producer=producer)
+                assert queued(r) == [], "nothing may be enqueued before the commit"
+                await session.commit()
+            await sa_aio.wait_for_sends()
+            return first, kept
+        finally:
+            await async_engine.dispose()
+            await producer.aclose()
+
+    first, kept = asyncio.run(run())
+    assert [(q.event_id, q.event["event"]) for q in queued(r)] == [
+        (first, "order_placed"),
+        (kept, "order_paid"),
+    ]
+    assert on_loop == [True, True]
+
+
+def test_on_commit_from_an_async_session_with_redis_down_logs_the_lost_event(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = AsyncProducer(ProducerSettings(redis_url="redis://127.0.0.1:1/0", enqueue_timeout=0.5))
+
+    async def run() -> str:
+        async_engine = create_async_engine(engine_url(database_url))
+        try:
+            async with AsyncSession(async_engine) as session, session.begin():
+                event_id = sa_aio.send_event_on_commit(
+                    session, "order_placed", phone=PHONE, producer=down
+                )
+            await sa_aio.wait_for_sends()
+            return event_id
+        finally:
+            await async_engine.dispose()
+
+    with caplog.at_level(logging.ERROR, "limechat_events.sqlalchemy"):
+        event_id = asyncio.run(run())
+    assert f"event not sent evt={event_id}" in caplog.text
