@@ -12,7 +12,7 @@ between the steps, and a batch that comes back is marked redelivered, so the del
 (worker/markers.py) are read for each of its events.
 
 Nothing is held back: only messages already waiting are moved, never one awaited. Each take
-moves a fair share of what waits (the waiting messages over the prefetch slots still free), so
+moves a fair share of what waits (the waiting messages over the worker's threads), so
 a burst is spread over the threads rather than delivered by one, and at most as many events as
 ``LIMECHAT_BATCH_SIZE`` travel together; what does not fit goes back to the queue's head.
 """
@@ -26,8 +26,12 @@ from typing import Any, NamedTuple
 
 from producer import wire
 
+#: Most messages one take moves: Lua's unpack() takes about 8,000 values at most, and
+#: LIMECHAT_BATCH_SIZE has no upper bound.
+MAX_MOVED = 1000
+
 # KEYS[1]: the queue   KEYS[2]: the taking list
-# ARGV[1]: most messages to move   ARGV[2]: prefetch slots free (the share's divisor)
+# ARGV[1]: most messages to move   ARGV[2]: the worker's threads (the share's divisor)
 # Moves a share of the oldest waiting messages into the taking list; returns them, newest
 # first. The LPUSH is the first write: a full Redis refuses the call whole.
 MOVE_MORE = """

@@ -99,7 +99,7 @@ class Deliverer:
         #: rest of the batch to the scheduler, so SIGTERM is obeyed within one HTTP timeout.
         self.stopping = StopFlag()
         #: how long a delivered event stays marked (worker/markers.py)
-        self.marked_for = markers.window(settings.visibility_timeout)
+        self.marked_for = markers.window(settings.visibility_timeout, settings.retry_max_seconds)
         self._markers = markers.MarkerWriter(client, self.marked_for)
 
     def deliver_message(
@@ -129,6 +129,7 @@ class Deliverer:
         # The message goes back to the queue if it is held past the visibility timeout, so a
         # long batch hands what it has not started to the scheduler instead of overrunning.
         deadline = time.monotonic() + self.settings.visibility_timeout / 2
+        events = _once_each(events)
         done = self._already_delivered(events) if check_markers else set()
         with self._delivered_writes() as record:
             self._deliver_each(events, done, deadline, record)
@@ -467,6 +468,21 @@ class Deliverer:
         if isinstance(raw, dict) and "__malformed__" in raw:
             raw = raw.get("raw")  # the queue item as it arrived (see worker.transport)
         self._dead_letter(_placeholder(raw, event_id), Reason.MALFORMED, None, problem)
+
+
+def _once_each(events: Sequence[Event]) -> Sequence[Event]:
+    """``events`` with each id once: two copies of one event in one batch (coalesced from two
+    messages, e.g. an outbox relay's re-send waiting beside the first) would both be sent, as
+    the markers are read before the batch starts."""
+    seen: set[str] = set()
+    once = []
+    for event in events:
+        if event["id"] in seen:
+            log.info("skipped evt=%s event=%s: twice in one batch", event["id"], event["event"])
+            continue
+        seen.add(event["id"])
+        once.append(event)
+    return once if len(once) < len(events) else events
 
 
 def _placeholder(raw: object, event_id: object) -> Any:

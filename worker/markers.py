@@ -42,9 +42,15 @@ import redis
 from producer import contract
 
 
-def window(visibility_timeout: float) -> float:
-    """How long, in seconds, a delivered event stays marked."""
-    return max(float(contract.DELIVERED_MARKER_WINDOW_SECONDS), 4.0 * visibility_timeout)
+def window(visibility_timeout: float, retry_max_seconds: float = 0.0) -> float:
+    """How long, in seconds, a delivered event stays marked: the window, or four visibility
+    timeouts, or the longest a copy may wait in the retry schedule and then be held, if
+    either is longer."""
+    return max(
+        float(contract.DELIVERED_MARKER_WINDOW_SECONDS),
+        4.0 * visibility_timeout,
+        retry_max_seconds + visibility_timeout,
+    )
 
 
 def member(event_id: str) -> bytes:
@@ -159,7 +165,8 @@ class MarkerWriter:
     def add(self, event_id: str) -> int:
         """Hand over one delivered event's id; returns the ticket :meth:`wait` takes."""
         with self._ready:
-            if self._thread is None:  # (started in the process that delivers, after any fork)
+            if self._thread is None or not self._thread.is_alive():
+                # (started in the process that delivers, after any fork; again if it died)
                 self._thread = threading.Thread(
                     target=self._run, name="limechat-markers", daemon=True
                 )
@@ -176,6 +183,9 @@ class MarkerWriter:
             while self._written < ticket:
                 if self._failure is not None:
                     raise self._failure
+                if self._thread is None or not self._thread.is_alive():
+                    # (never wait forever on a writer that is gone: the message goes back)
+                    raise redis.RedisError("the marker writer thread is not running")
                 self._ready.wait(1.0)
             buckets, self._buckets = self._buckets, set()
             return buckets

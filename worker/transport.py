@@ -421,17 +421,22 @@ class Channel(kombu_redis.Channel):
         them go back to the queue."""
         first = take(item, source)
         carried = coalesce.events_of(first)
-        room = self.coalesce_events - len(carried or ())
+        room = min(self.coalesce_events - len(carried or ()), coalesce.MAX_MOVED)
         if carried is None or room < 1:
             return first, _ALONE
-        free = self.qos.can_consume_max_estimate() or 1
+        # The share's divisor is the threads (one prefetch slot each), not the slots free now:
+        # with every thread busy, "free" is 1, and the next thread to finish would take a
+        # whole batch to POST one by one while the others, finishing soon after, found none.
+        threads = self.qos.prefetch_count or self.qos.can_consume_max_estimate() or 1
         try:
             with self.conn_or_acquire() as client:
-                items = client.eval(coalesce.MOVE_MORE, 2, source, into, room, max(1, free))
+                items = client.eval(coalesce.MOVE_MORE, 2, source, into, room, max(1, threads))
         except ResponseError as exc:
             if not is_full(exc):
-                raise
-            return first, _ALONE  # (nothing moved: deliver this one alone)
+                # (a script error of ours must not stop the consumer: what it may have moved
+                # stays in the taking list, which the sweep puts back)
+                log.error("could not move waiting messages to coalesce: %s", exc)
+            return first, _ALONE  # (deliver this one alone)
         if not items:
             return first, _ALONE
         more = [(raw, take(raw, source)) for raw in reversed(items)]
