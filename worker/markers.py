@@ -161,6 +161,7 @@ class MarkerWriter:
         self._failure: redis.RedisError | None = None
         self._buckets: set[int] = set()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def add(self, event_id: str) -> int:
         """Hand over one delivered event's id; returns the ticket :meth:`wait` takes."""
@@ -190,11 +191,21 @@ class MarkerWriter:
             buckets, self._buckets = self._buckets, set()
             return buckets
 
+    def close(self) -> None:
+        """Stop the writer thread (ids not yet written stay unwritten: their waiters raise)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._pending:
+                while not self._pending and not self._closed:
                     self._ready.wait()
+                if self._closed:
+                    return
                 ids, self._pending = self._pending, []
                 upto = self._queued
             try:

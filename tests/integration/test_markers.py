@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from producer import contract
 from worker import markers
@@ -56,6 +58,7 @@ def test_the_writer_marks_every_threads_ids_before_wait_returns(r: redis.Redis) 
         t.start()
     for t in threads:
         t.join(10)
+    writer.close()
     assert len(tickets) == 8 and max(tickets) == 400
     markers.keep_current(r, 4 * 3600)
     key = contract.delivered_bucket_key(int(time.time() // contract.DELIVERED_BUCKET_SECONDS))
@@ -63,8 +66,14 @@ def test_the_writer_marks_every_threads_ids_before_wait_returns(r: redis.Redis) 
 
 
 def test_a_writer_that_cannot_reach_redis_makes_wait_raise() -> None:
-    dead = redis.Redis(port=1, socket_connect_timeout=0.2)
+    # (no retries: redis-py's jittered backoff would draw on the random module from the
+    # writer's thread, under the Hypothesis tests that run later in this process)
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     writer = markers.MarkerWriter(dead, 60)
-    ticket = writer.add(str(uuid.uuid4()))
-    with pytest.raises(redis.RedisError):
-        writer.wait(ticket)
+    try:
+        ticket = writer.add(str(uuid.uuid4()))
+        with pytest.raises(redis.RedisError):
+            writer.wait(ticket)
+    finally:
+        writer.close()
+    assert writer._thread is not None and not writer._thread.is_alive()

@@ -51,6 +51,9 @@ def test_processes_and_concurrency_from_the_command_line(
         LOG_LEVEL="INFO",
         LIMECHAT_TIMEOUT_SECONDS="60",
         LIMECHAT_VISIBILITY_TIMEOUT="120",
+        # One event per delivery: coalescing would carry the waiting messages along with the
+        # ones taken (worker/coalesce.py), and this counts one request per thread.
+        LIMECHAT_BATCH_SIZE="1",
     )
     argv = ["-m", "worker", "worker", "--processes", str(processes)]
     argv += ["--concurrency", str(threads)]
