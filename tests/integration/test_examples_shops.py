@@ -151,11 +151,12 @@ def test_a_relay_sigkilled_mid_run_loses_nothing(
 ) -> None:
     env = shop_env(redis_url, db.url)
     shop = start(processes, ShopServer(kind, env))
-    # Given: orders placed while no relay runs, and a backlog of 1,500 more outbox rows
+    # Given: orders placed while no relay runs, and a backlog of 5,000 more outbox rows (a
+    # relay moves a few thousand a second: enough that each is killed with rows left)
     placed = [shop.order(phone=PHONE, total="5", delivery="outbox") for _ in range(5)]
     assert [status for status, _ in placed] == [201] * 5, shop.text()
     expected = {str(body["order_id"]) for _, body in placed}
-    expected |= insert_outbox_rows(db.url, PHONE, 1500)
+    expected |= insert_outbox_rows(db.url, PHONE, 5000)
     total = len(expected)
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
 
