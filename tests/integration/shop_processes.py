@@ -12,7 +12,7 @@ import secrets
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -161,3 +161,29 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def relays_killed_mid_run_lose_nothing(
+    processes: list[WorkerProcess],
+    relay: Callable[..., WorkerProcess],
+    database: Database,
+    receiver: Sandbox,
+    expected: set[str],
+    step: int,
+) -> None:
+    """Relays (``relay(*options)``) with small batches SIGKILLed mid-run twice, each after
+    about ``step`` rows; then a new relay moves the rest, and every order of ``expected``
+    reaches LimeChat, only a batch in flight at each kill (sent, its rows not deleted) twice.
+    A worker must be delivering."""
+    total, batch = len(expected), 20
+    for kill in (1, 2):
+        killed = start(processes, relay("--batch-size", str(batch)))
+        left = total - kill * step
+        wait_for(lambda: database.count("limechat_outbox") <= left, 30, "the relay under way")  # noqa: B023
+        killed.kill()
+        assert database.count("limechat_outbox") > 0, "the relay finished before it was killed"
+    start(processes, relay("--batch-size", "500"))
+    wait_for(lambda: database.count("limechat_outbox") == 0, 30, "the outbox emptied")
+    wait_for(lambda: set(delivered_orders(receiver)) == expected, 60, "every event delivered")
+    duplicates = sum(n - 1 for n in delivered_orders(receiver).values())
+    assert duplicates <= 2 * batch

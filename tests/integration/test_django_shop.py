@@ -29,6 +29,7 @@ from tests.integration.django_shop_support import (
 from tests.integration.shop_processes import (
     delivered_orders,
     insert_outbox_rows,
+    relays_killed_mid_run_lose_nothing,
     start,
 )
 from worker.sandbox import Sandbox
@@ -161,25 +162,12 @@ def test_a_relay_sigkilled_mid_run_loses_nothing(
     # Given: orders placed while no relay runs, and a backlog of 3,000 more outbox rows
     placed = [shop.order(phone=PHONE, total="5", delivery="outbox")[1] for _ in range(5)]
     expected = {str(p["order_id"]) for p in placed} | insert_outbox_rows(db.url, PHONE, 3000)
-    total = len(expected)
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
 
-    # When: relays with small batches are SIGKILLed mid-run, twice
-    batch = 20
-    for kill in (1, 2):
-        relay = start(processes, RelayProcess(env, "--batch-size", str(batch)))
-        left = total - kill * 600
-        wait_for(lambda: db.count("limechat_outbox") <= left, 30, "the relay under way")  # noqa: B023
-        relay.kill()
-        assert db.count("limechat_outbox") > 0, "the relay finished before it was killed"
-
-    # Then: a new relay moves the rest, and every event reaches LimeChat
-    start(processes, RelayProcess(env, "--batch-size", "500"))
-    wait_for(lambda: db.count("limechat_outbox") == 0, 30, "the outbox emptied")
-    wait_for(lambda: set(delivered_orders(receiver)) == expected, 60, "every event delivered")
-    # Only a batch in flight at each kill may have gone twice (sent, its rows not deleted).
-    duplicates = sum(n - 1 for n in delivered_orders(receiver).values())
-    assert duplicates <= 2 * batch
+    # When relays are SIGKILLed mid-run, then: nothing is lost
+    relays_killed_mid_run_lose_nothing(
+        processes, lambda *o: RelayProcess(env, *o), db, receiver, expected, step=600
+    )
 
 
 def test_a_relay_killed_after_enqueueing_resends_and_the_worker_skips_the_duplicate(

@@ -24,6 +24,7 @@ from tests.integration.shop_processes import (
     delivered_orders,
     insert_outbox_rows,
     postgres_schema,
+    relays_killed_mid_run_lose_nothing,
     start,
 )
 from tests.integration.shop_support import RelayProcess, ShopServer, shop_env
@@ -157,22 +158,9 @@ def test_a_relay_sigkilled_mid_run_loses_nothing(
     assert [status for status, _ in placed] == [201] * 5, shop.text()
     expected = {str(body["order_id"]) for _, body in placed}
     expected |= insert_outbox_rows(db.url, PHONE, 5000)
-    total = len(expected)
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
 
-    # When: relays with small batches are SIGKILLed mid-run, twice
-    batch = 20
-    for kill in (1, 2):
-        relay = start(processes, RelayProcess(env, "--batch-size", str(batch)))
-        left = total - kill * 300
-        wait_for(lambda: db.count("limechat_outbox") <= left, 30, "the relay under way")  # noqa: B023
-        relay.kill()
-        assert db.count("limechat_outbox") > 0, "the relay finished before it was killed"
-
-    # Then: a new relay moves the rest, and every event reaches LimeChat
-    start(processes, RelayProcess(env, "--batch-size", "500"))
-    wait_for(lambda: db.count("limechat_outbox") == 0, 30, "the outbox emptied")
-    wait_for(lambda: set(delivered_orders(receiver)) == expected, 60, "every event delivered")
-    # Only a batch in flight at each kill may have gone twice (sent, its rows not deleted).
-    duplicates = sum(n - 1 for n in delivered_orders(receiver).values())
-    assert duplicates <= 2 * batch
+    # When relays are SIGKILLed mid-run, then: nothing is lost
+    relays_killed_mid_run_lose_nothing(
+        processes, lambda *o: RelayProcess(env, *o), db, receiver, expected, step=300
+    )
