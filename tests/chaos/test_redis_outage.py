@@ -171,7 +171,7 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
     sender = Sender(producer_of)
     thread = threading.Thread(target=sender.run, daemon=True)
     assert server.proc is not None
-    with running_worker(env):
+    with running_worker(env) as worker:
         try:
             thread.start()
             started = time.monotonic()
@@ -201,7 +201,14 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
         assert len(early) > 100
         assert not unaccounted(early, chaos, r)
         # ...and the same worker delivers them, by itself, within 30 s of Redis' return
-        tally = wait_settled(early, chaos, r, 30 - (time.monotonic() - back), "the early ones")
+        try:
+            tally = wait_settled(early, chaos, r, 30 - (time.monotonic() - back), "the early ones")
+        except AssertionError as exc:
+            # (failed once, unexplained, in CI: docs/reliability.md, "Open"; show where they sat)
+            raise AssertionError(
+                f"{exc}\nstill held in Redis: {sorted(held_seqs(r) & set(early))[:20]}\n"
+                f"--- the worker's output ---\n{worker.text()[-20000:]}"
+            ) from None
         recovered = time.monotonic() - back
         # ...and so does every event accepted after Redis came back; of those accepted in the
         # last second before it froze, everysec may lose what was not fsynced yet (on a
