@@ -23,25 +23,22 @@ from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis
-import redis.asyncio
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 
 from . import contract
 from .api import (  # (the private two: the sync API's error wrapping, shared as it is)
-    ENQUEUE_ONCE,
     PreparedEvent,
     _enqueue_errors,
     _Where,
     bounded_options,
-    id_text,
     prepare_envelope,
     prepare_event,
     prepare_events,
 )
 from .config import ProducerSettings, check_redis_url
+from .connections import MAX_CONNECTIONS, AsyncConnections
 from .envelope import Event
 
 T = TypeVar("T")
@@ -49,10 +46,9 @@ T = TypeVar("T")
 
 @dataclasses.dataclass
 class _LoopPool:
-    """One event loop's client, its idempotency script, and what closes them with the loop."""
+    """One event loop's connections, and what closes them with the loop."""
 
-    client: redis.asyncio.Redis
-    enqueue_once: AsyncScript
+    connections: AsyncConnections
     closer: AsyncGenerator[None, None] | None = None
 
 
@@ -64,8 +60,7 @@ class AsyncProducer:
         check_redis_url(self.settings.redis_url)
         self._where = _Where(self.settings.redis_url)
         self._options: dict[str, Any] = {
-            **parse_url(self.settings.redis_url),
-            **bounded_options(self.settings.enqueue_timeout),
+            **bounded_options(parse_url(self.settings.redis_url), self.settings.enqueue_timeout),
             "retry": Retry(NoBackoff(), 0),
         }
         # (a plain dict, not a WeakKeyDictionary: each pool's sockets hold their loop)
@@ -96,13 +91,8 @@ class AsyncProducer:
     async def _enqueue(self, prepared: PreparedEvent) -> str:
         pool = await self._pool()
         with _enqueue_errors(self._where):
-            if prepared.once_keys is None:
-                await self._bounded(pool.client.lpush(contract.QUEUE, prepared.message))
-                return prepared.event_id
-            first_id = await self._bounded(
-                pool.enqueue_once(keys=prepared.once_keys, args=prepared.once_args)
-            )
-        return id_text(first_id)
+            reply = await self._bounded(pool.connections.call(*prepared.command))
+        return prepared.queued_id(reply)
 
     async def send_events(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Validate every item, then enqueue all of them or none; returns their ids in order."""
@@ -112,12 +102,16 @@ class AsyncProducer:
         return ids
 
     async def enqueue_messages(self, messages: list[str]) -> None:
-        """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
+        """LPUSH encoded task messages in one command (all or none), in order."""
         pool = await self._pool()
         with _enqueue_errors(self._where):
-            async with pool.client.pipeline(transaction=True) as pipe:
-                pipe.lpush(contract.QUEUE, *messages)
-                await self._bounded(pipe.execute())
+            await self._bounded(pool.connections.call("LPUSH", contract.QUEUE, *messages))
+
+    async def ping(self) -> None:
+        """Check that Redis answers (a readiness probe); ``EnqueueError`` if it does not."""
+        pool = await self._pool()
+        with _enqueue_errors(self._where):
+            await self._bounded(pool.connections.call("PING"))
 
     async def aclose(self) -> None:
         """Close this loop's connections (the next call opens new ones)."""
@@ -128,9 +122,9 @@ class AsyncProducer:
     async def _bounded(self, call: Awaitable[T]) -> T:
         """``call``'s result, or ``redis.TimeoutError`` once the enqueue timeout has passed.
 
-        The socket timeouts bound each read; this bounds the whole call (the script's
-        NOSCRIPT fallback is a second round trip). A read cut short disconnects its connection
-        (redis-py does so on cancellation), so no later call can read a stale reply.
+        The socket timeouts bound each read; this bounds the whole call, the wait for a free
+        connection included. A read cut short disconnects its connection
+        (``AsyncConnections.call``), so no later call can read a stale reply.
         """
         try:
             if sys.version_info >= (3, 11):  # (no task of its own, unlike wait_for on 3.10)
@@ -151,10 +145,7 @@ class AsyncProducer:
         with self._lock:
             for stale in [other for other in self._pools if other.is_closed()]:
                 del self._pools[stale]  # (closed without shutting down its async generators)
-            client = redis.asyncio.Redis(
-                connection_pool=redis.asyncio.BlockingConnectionPool(**self._options)
-            )
-            pool = _LoopPool(client, client.register_script(ENQUEUE_ONCE))
+            pool = _LoopPool(AsyncConnections(self._options, limit=MAX_CONNECTIONS))
             self._pools[loop] = pool
         pool.closer = self._close_with_loop(loop, pool)
         await pool.closer.__anext__()  # (its first step registers it with the running loop)
@@ -170,7 +161,7 @@ class AsyncProducer:
             with self._lock:
                 if self._pools.get(loop) is pool:
                     del self._pools[loop]
-            await pool.client.aclose(close_connection_pool=True)  # (ours: not closed by default)
+            await pool.connections.aclose()
 
 
 _default: AsyncProducer | None = None

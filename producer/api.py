@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 from . import contract, validation, wire
 from .config import ProducerSettings, check_redis_url, redacted_url, url_secrets
+from .connections import MAX_CONNECTIONS, Connections
 from .envelope import Event, new_event
 from .errors import EnqueueError, ValidationError
 
@@ -38,40 +39,24 @@ return ARGV[1]
 _BATCH_KEYS = frozenset({"distinct_id", "phone", "event", "data", "account"})
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A Redis client that gives up within about ``timeout`` seconds, whatever happens.
-
-    A pooled connection that Redis closed (a restart) is still replaced without failing the
-    call: redis-py checks a connection as it takes it from the pool.
-    """
-    options = parse_url(url)  # type: ignore[no-untyped-call]
-    options.update(bounded_options(timeout), retry=Retry(NoBackoff(), 0))
-    pool = redis.BlockingConnectionPool(**options)  # type: ignore[no-untyped-call]
-    return redis.Redis(connection_pool=pool)
-
-
-#: Connections a producer's pool (one per process, or per event loop) opens at most.
-MAX_CONNECTIONS = 100
-
-
-def bounded_options(timeout: float) -> dict[str, Any]:
-    """Connection options that bound a call to about ``timeout`` seconds (sync and asyncio).
+def bounded_options(parsed_url: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+    """Connection options (from redis-py's ``parse_url``) that give up within ``timeout``.
 
     Connect and read each get half the budget, whatever the URL's query string says (redis-py
     lets ``?socket_timeout=`` override its arguments: a web request would hang that long). No
-    command is sent twice (the caller adds a ``Retry`` of 0 retries): a retry after a timeout
-    would enqueue the event a second time if the first try did land (a slow Redis runs it late).
+    command is sent twice (the caller adds a ``Retry`` of 0 retries, sync or asyncio): a
+    retry after a timeout would enqueue the event a second time if the first try did land (a
+    slow Redis runs it late).
     """
-    return {
-        "socket_connect_timeout": timeout / 2,
-        "socket_timeout": timeout / 2,
-        "retry_on_timeout": False,
-        # For a ``BlockingConnectionPool``: a burst of more concurrent sends than connections
-        # waits its turn (a few hundred microseconds each) instead of failing at once with
-        # "Too many connections" while Redis is fine, as redis-py's plain pools do.
-        "max_connections": MAX_CONNECTIONS,
-        "timeout": timeout / 2,
-    }
+    options = {k: v for k, v in parsed_url.items() if k not in _POOL_ONLY}
+    options.update(
+        socket_connect_timeout=timeout / 2, socket_timeout=timeout / 2, retry_on_timeout=False
+    )
+    return options
+
+
+# What a URL's query string may say for a pool: the producer's own pool has its own bounds.
+_POOL_ONLY = frozenset({"max_connections", "timeout"})
 
 
 class _Where:
@@ -102,9 +87,16 @@ class Producer:
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or ProducerSettings.from_env(os.environ)
         check_redis_url(self.settings.redis_url)
-        self._redis = connect(self.settings.redis_url, self.settings.enqueue_timeout)
+        timeout = self.settings.enqueue_timeout
+        # A burst of more concurrent sends than connections waits its turn (a few hundred
+        # microseconds each) instead of failing at once while Redis is fine.
+        options = bounded_options(parse_url(self.settings.redis_url), timeout)  # type: ignore[no-untyped-call]
+        self._redis = Connections(
+            {**options, "retry": Retry(NoBackoff(), 0)},
+            limit=MAX_CONNECTIONS,
+            wait=timeout / 2,
+        )
         self._where = _Where(self.settings.redis_url)
-        self._enqueue_once = self._redis.register_script(ENQUEUE_ONCE)
 
     def send_event(
         self,
@@ -132,11 +124,7 @@ class Producer:
 
     def _enqueue(self, prepared: PreparedEvent) -> str:
         with _enqueue_errors(self._where):
-            if prepared.once_keys is None:
-                self._redis.lpush(contract.QUEUE, prepared.message)
-                return prepared.event_id
-            first_id = self._enqueue_once(keys=prepared.once_keys, args=prepared.once_args)
-        return id_text(first_id)
+            return prepared.queued_id(self._redis.call(*prepared.command))
 
     def send_events(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Validate every item, then enqueue all of them or none; returns their ids in order.
@@ -151,11 +139,14 @@ class Producer:
         return ids
 
     def enqueue_messages(self, messages: list[str]) -> None:
-        """LPUSH encoded task messages in one Redis transaction (all or none), in order."""
+        """LPUSH encoded task messages in one command (all or none), in order."""
         with _enqueue_errors(self._where):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.lpush(contract.QUEUE, *messages)
-            pipe.execute()
+            self._redis.call("LPUSH", contract.QUEUE, *messages)
+
+    def ping(self) -> None:
+        """Check that Redis answers (a readiness probe); :class:`EnqueueError` if it does not."""
+        with _enqueue_errors(self._where):
+            self._redis.call("PING")
 
     def close(self) -> None:
         self._redis.close()
@@ -178,13 +169,19 @@ def _enqueue_errors(where: _Where) -> Iterator[None]:
 
 
 class PreparedEvent(NamedTuple):
-    """What one ``send_event`` writes, and with which Redis call (the same sync and async)."""
+    """What one ``send_event`` writes, and the Redis command that does (the same sync and async).
+
+    The command's reply is the id of the event on the queue: ``LPUSH``'s (the queue's length)
+    is not, so :func:`queued_id` reads it.
+    """
 
     event_id: str
-    message: str
-    #: ``None``: a plain LPUSH of ``message``. Otherwise KEYS and ARGV of :data:`ENQUEUE_ONCE`.
-    once_keys: list[str] | None
-    once_args: list[str | int]
+    #: ``LPUSH`` of the message, or ``EVAL`` of :data:`ENQUEUE_ONCE` with the idempotency key.
+    command: tuple[str | int, ...]
+
+    def queued_id(self, reply: object) -> str:
+        """The id of the event on the queue, from the command's reply."""
+        return self.event_id if self.command[0] == "LPUSH" else id_text(reply)
 
 
 def prepare_event(
@@ -205,13 +202,13 @@ def prepare_envelope(settings: ProducerSettings, envelope: Event, key: str | Non
     """The message of an envelope :func:`build_event` made, with a checked idempotency key."""
     message = wire.encode_message([envelope])
     if key is None:
-        return PreparedEvent(envelope["id"], message, None, [])
+        return PreparedEvent(envelope["id"], ("LPUSH", contract.QUEUE, message))
     scope = envelope["account"] or settings.default_account
+    once_key = contract.idempotency_key(scope, key)
+    ttl = contract.IDEMPOTENCY_TTL_SECONDS
     return PreparedEvent(
         envelope["id"],
-        message,
-        [contract.idempotency_key(scope, key), contract.QUEUE],
-        [envelope["id"], contract.IDEMPOTENCY_TTL_SECONDS, message],
+        ("EVAL", ENQUEUE_ONCE, 2, once_key, contract.QUEUE, envelope["id"], ttl, message),
     )
 
 

@@ -31,7 +31,7 @@ def slow(own_redis: Callable[..., RedisServer]) -> Iterator[tuple[RedisServer, P
     server = own_redis(appendonly=False)
     relay = SlowReplies(server.port, delay=2 * TIMEOUT)
     producer = Producer(ProducerSettings(redis_url=relay.url(), enqueue_timeout=TIMEOUT))
-    producer._redis.ping()  # (a connection in the pool, as in a web app that already sent)
+    producer.ping()  # (a connection in the pool, as in a web app that already sent)
     relay.slow = 1  # the reply to the next command is late
     yield server, producer
     producer.close()
@@ -89,7 +89,7 @@ def test_the_url_cannot_stretch_the_enqueue_timeout(
     relay = SlowReplies(server.port, delay=10)
     url = relay.url() + "?socket_timeout=8&socket_connect_timeout=8"
     producer = Producer(ProducerSettings(redis_url=url, enqueue_timeout=TIMEOUT))
-    producer._redis.ping()
+    producer.ping()
     relay.slow = 1
     started = time.monotonic()
     with pytest.raises(EnqueueError):
