@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from ..aio import AsyncProducer
 from ..outbox import outbox_envelope
 from .oncommit import hold_until_commit, log_lost
-from .writer import outbox_insert
+from .writer import BIND, INSERT_ROW, outbox_row
 
 if TYPE_CHECKING:
     from .oncommit import _Pending
@@ -44,8 +44,11 @@ async def send_event_via_outbox(
     envelope, text = outbox_envelope(
         event, phone=phone, distinct_id=distinct_id, data=data, account=account
     )
-    statement, row = outbox_insert(envelope, text)
-    await session.execute(statement, row)
+    if isinstance(session, AsyncConnection):
+        connection = session
+    else:
+        connection = await session.connection(**BIND)
+    await connection.execute(INSERT_ROW, outbox_row(envelope, text))
     return envelope["id"]
 
 

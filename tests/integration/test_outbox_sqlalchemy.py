@@ -195,6 +195,20 @@ def test_outbox_row_commits_and_rolls_back_with_the_data(
     assert queued(r) == [], "the writer never touches Redis"
 
 
+def test_the_row_goes_where_the_session_binds_the_outbox_table(tmp_path: Path) -> None:
+    # A session whose default database is A but whose outbox table is mapped to B: the
+    # writer asks the session for the outbox table's connection, as Session.execute would.
+    a = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    b = create_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    for each in (a, b):
+        create_outbox_table(each)
+    with Session(bind=a, binds={outbox_table: b}) as session, session.begin():
+        send_event_via_outbox(session, "order_placed", phone=PHONE)
+    assert (outbox_rows(a), outbox_rows(b)) == (0, 1)
+    a.dispose()
+    b.dispose()
+
+
 @pytest.mark.parametrize("write", [send_event_via_outbox, send_event_on_commit])
 def test_bad_events_fail_at_call_time(
     write: object, engine: Engine, orders: Table, producer: Producer, r: redis.Redis
