@@ -7,8 +7,8 @@ it was created, how many delivery attempts it has had and what happened on each.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, TypedDict
 
 
@@ -36,6 +36,20 @@ class Event(_EventFields, total=False):
     slot_at: float
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it.
+
+    Made from the random bytes directly: building the ``UUID`` object took four fifths of the
+    time (each event and each task message takes one or two of these in a web request).
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# The first hex digit of the fourth group carries the RFC 4122 variant: 10xx in binary.
+_VARIANT = {f"{n:x}": f"{n & 0x3 | 0x8:x}" for n in range(16)}
+
+
 def new_event(
     event: str,
     phone: str,
@@ -48,7 +62,7 @@ def new_event(
 ) -> Event:
     """A fresh envelope (attempts 0) for an already validated event."""
     return {
-        "id": event_id or str(uuid.uuid4()),
+        "id": event_id or new_id(),
         "event": event,
         "phone": phone,
         "distinct_id": distinct_id,

@@ -15,11 +15,10 @@ import functools
 import json
 import os
 import socket
-import uuid
 from collections.abc import Sequence
 
 from . import contract
-from .envelope import Event
+from .envelope import Event, new_id
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -39,10 +38,10 @@ def encode_message(
     # What `celery inspect` and the worker's log show instead of the whole payload.
     argsrepr = f"<{len(events)} event(s), first {first}>"
     return _template(queue, redelivered) % {
-        "id": f'"{uuid.uuid4()}"',
+        "id": f'"{new_id()}"',
         "argsrepr": json.dumps(argsrepr),
         "body": f'"{base64.b64encode(body.encode("utf-8")).decode("ascii")}"',
-        "tag": f'"{uuid.uuid4()}"',
+        "tag": f'"{new_id()}"',
     }
 
 

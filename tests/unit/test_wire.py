@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from producer import contract, wire
-from producer.envelope import Event, new_event
+from producer.envelope import Event, new_event, new_id
 
 
 def plain_message(events: list[Event], queue: str, redelivered: bool, ids: dict[str, str]) -> Any:
@@ -84,3 +85,14 @@ def test_every_message_has_ids_of_its_own() -> None:
     assert one["headers"]["id"] != two["headers"]["id"]
     assert one["properties"]["delivery_tag"] != two["properties"]["delivery_tag"]
     assert one["headers"]["id"] != one["properties"]["delivery_tag"]
+
+
+def test_new_id_is_a_version_4_uuid_as_str_uuid4_writes_it() -> None:
+    ids = [new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:2000]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every hex digit of the random part turns up in the variant's place, mapped into 8-b.
+    assert {text[19] for text in ids} == set("89ab")
