@@ -8,7 +8,14 @@ inserts an order, plus the event, sent one of these ways:
 - ``async``     ``await producer.aio.send_event`` after the commit (async SQLAlchemy, one loop);
 - ``on_commit`` ``producer.sqlalchemy.send_event_on_commit`` before the commit, sent by it;
 - ``outbox``    ``producer.sqlalchemy.send_event_via_outbox``: a row in the same transaction;
-- ``async_outbox`` ``await producer.sqlalchemy.aio.send_event_via_outbox`` (an AsyncSession).
+- ``async_outbox`` ``await producer.sqlalchemy.aio.send_event_via_outbox`` (an AsyncSession);
+- ``celery``    what users write instead: the naive Celery task's ``.delay(body)`` after the
+                commit (bench/naive.py; no validation, Celery's own message building);
+- ``dramatiq``  the naive Dramatiq actor's ``.send(body)`` after the commit
+                (bench/naive_dramatiq.py).
+
+Each request sends for a customer of its own (a different phone number): nothing is cached
+from one request to the next.
 
 Requests start on a fixed schedule (open loop: one every 5 ms, whatever the previous took).
 The producer's share is timed around its own calls inside each request (for ``on_commit``
@@ -51,8 +58,13 @@ DATABASE_URL = os.environ.get(
     "LIMECHAT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 RATE = 200.0
-PHONE = "+915673412780"
-MODES = ("none", "sync", "async", "on_commit", "outbox", "async_outbox")
+MODES = ("none", "sync", "async", "on_commit", "outbox", "async_outbox", "celery", "dramatiq")
+
+
+def phone(i: int) -> str:
+    """Request ``i``'s customer: an Indian mobile number of its own."""
+    return f"+9198{i % 10**8:08d}"
+
 
 metadata = MetaData()
 orders = Table(
@@ -135,9 +147,11 @@ def run_sync(mode: str, url: str, seconds: float) -> Samples:
 
 
 def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], float]:
+    send_naive = _naive_sender(mode)
+
     def place(session: Session, i: int) -> int:
-        result = session.execute(insert(orders).values(phone=PHONE, total=i).returning(orders.c.id))
-        return int(result.scalar_one())
+        statement = insert(orders).values(phone=phone(i), total=i).returning(orders.c.id)
+        return int(session.execute(statement).scalar_one())
 
     def request(session: Session, i: int) -> float:
         spent = 0.0
@@ -148,21 +162,53 @@ def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], 
                 from producer.sqlalchemy import send_event_on_commit
 
                 sender.spent = 0.0
-                send_event_on_commit(session, "order_placed", phone=PHONE, producer=sender)
+                send_event_on_commit(
+                    session,
+                    "order_placed",
+                    phone=phone(i),
+                    data={"order_id": str(order_id)},
+                    producer=sender,
+                )
             elif mode == "outbox":
                 from producer.sqlalchemy import send_event_via_outbox
 
-                send_event_via_outbox(session, "order_placed", phone=PHONE)
+                send_event_via_outbox(
+                    session, "order_placed", phone=phone(i), data={"order_id": str(order_id)}
+                )
             spent += time.perf_counter() - t0
         if mode == "on_commit":
             spent += sender.spent  # (the enqueue its commit hook made)
         elif mode == "sync":
             t0 = time.perf_counter()
-            sender.send_event("order_placed", phone=PHONE, data={"order_id": str(order_id)})
+            sender.send_event("order_placed", phone=phone(i), data={"order_id": str(order_id)})
+            spent += time.perf_counter() - t0
+        elif send_naive is not None:
+            t0 = time.perf_counter()
+            send_naive(
+                {
+                    "distinct_id": phone(i),
+                    "phone": phone(i),
+                    "event": "order_placed",
+                    "data": {"order_id": str(order_id)},
+                }
+            )
             spent += time.perf_counter() - t0
         return spent
 
     return request
+
+
+def _naive_sender(mode: str) -> Callable[[dict[str, Any]], object] | None:
+    """The call the naive Celery task or Dramatiq actor makes in a request, for those modes."""
+    if mode == "celery":
+        from bench import naive
+
+        return naive.send_custom_event.delay
+    if mode == "dramatiq":
+        from bench import naive_dramatiq
+
+        return naive_dramatiq.send_custom_event.send
+    return None
 
 
 def run_async(mode: str, url: str, seconds: float) -> Samples:
@@ -177,7 +223,7 @@ def run_async(mode: str, url: str, seconds: float) -> Samples:
         begun = time.perf_counter()
         async with AsyncSession(engine) as session, session.begin():
             result = await session.execute(
-                insert(orders).values(phone=PHONE, total=i).returning(orders.c.id)
+                insert(orders).values(phone=phone(i), total=i).returning(orders.c.id)
             )
             order_id = result.scalar_one()
             if mode == "async_outbox":
@@ -185,12 +231,12 @@ def run_async(mode: str, url: str, seconds: float) -> Samples:
 
                 t0 = time.perf_counter()
                 await send_event_via_outbox(
-                    session, "order_placed", phone=PHONE, data={"order_id": str(order_id)}
+                    session, "order_placed", phone=phone(i), data={"order_id": str(order_id)}
                 )
                 samples.producer.append(time.perf_counter() - t0)
         if mode == "async":
             t0 = time.perf_counter()
-            await aio.send_event("order_placed", phone=PHONE, data={"order_id": str(order_id)})
+            await aio.send_event("order_placed", phone=phone(i), data={"order_id": str(order_id)})
             samples.producer.append(time.perf_counter() - t0)
         samples.request.append(time.perf_counter() - begun)
 
