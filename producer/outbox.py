@@ -88,7 +88,8 @@ def _depth(value: object) -> int:
 def relay_envelopes(producer: Producer, envelopes: Sequence[Event]) -> None:
     """Put ``envelopes`` on the queue, all or none, as redelivered batch messages in order.
 
-    Raises :class:`EnqueueError` when Redis fails (nothing was enqueued: MULTI/EXEC).
+    Raises :class:`EnqueueError` when Redis fails (one LPUSH: all were enqueued or none, though
+    after a timeout the caller cannot know which; the relay then sends the rows again).
     """
     if not envelopes:
         return
