@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import Producer, configure, send_event, send_events
+from .api import Producer, configure, ping, send_event, send_events
 from .config import ProducerSettings
 from .errors import ConfigError, EnqueueError, LimechatEventsError, ValidationError
 
@@ -19,6 +19,7 @@ __all__ = [
     "ProducerSettings",
     "ValidationError",
     "configure",
+    "ping",
     "send_event",
     "send_events",
 ]

@@ -226,6 +226,11 @@ async def send_events(items: Iterable[Mapping[str, Any]]) -> list[str]:
     return await default_producer().send_events(items)
 
 
+async def ping() -> None:
+    """Raise ``EnqueueError`` if Redis does not answer in time: a readiness probe."""
+    await default_producer().ping()
+
+
 async def aclose() -> None:
     """Close the process-wide producer's connections of the running loop.
 

@@ -332,3 +332,8 @@ def send_event(
 def send_events(items: Iterable[Mapping[str, Any]]) -> list[str]:
     """Validate all items, then enqueue all or none. See :meth:`Producer.send_events`."""
     return default_producer().send_events(items)
+
+
+def ping() -> None:
+    """Raise :class:`EnqueueError` if Redis does not answer in time: a web app's readiness probe."""
+    default_producer().ping()

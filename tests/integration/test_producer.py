@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -147,3 +148,27 @@ def test_a_hung_redis_is_an_enqueue_error_within_the_documented_bound(silent_ser
     # The bound is the promise (a web request never hangs): about 2 x the timeout at worst,
     # with 1.5 s of slack for a busy machine; a default client would wait forever.
     assert elapsed < 2 * timeout + 1.5, elapsed
+
+
+def test_ping_answers_a_readiness_probe_and_fails_like_a_send(
+    redis_url: str, silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import producer
+    import producer.aio
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    producer.configure()
+    producer.aio.configure()
+    producer.ping()
+    asyncio.run(producer.aio.ping())
+    hung = f"redis://:hunter2@127.0.0.1:{silent_server}/0"
+    producer.configure(redis_url=hung, enqueue_timeout=0.4)
+    producer.aio.configure(redis_url=hung, enqueue_timeout=0.4)
+    with pytest.raises(EnqueueError, match="Timeout") as sync_failure:
+        producer.ping()
+    with pytest.raises(EnqueueError) as async_failure:
+        asyncio.run(producer.aio.ping())
+    for failure in (sync_failure, async_failure):
+        assert "hunter2" not in str(failure.value) and "***" in str(failure.value)
+    producer.configure(redis_url=redis_url)
+    producer.aio.configure(redis_url=redis_url)
