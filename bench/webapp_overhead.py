@@ -9,6 +9,8 @@ inserts an order, plus the event, sent one of these ways:
 - ``on_commit`` ``producer.sqlalchemy.send_event_on_commit`` before the commit, sent by it;
 - ``outbox``    ``producer.sqlalchemy.send_event_via_outbox``: a row in the same transaction;
 - ``async_outbox`` ``await producer.sqlalchemy.aio.send_event_via_outbox`` (an AsyncSession);
+- ``async_wsgi`` ``await producer.aio.send_event`` in a new event loop per request, as Django
+                runs an async view under WSGI (runserver, gunicorn sync workers);
 - ``celery``    what users write instead: the naive Celery task's ``.delay(body)`` after the
                 commit (bench/naive.py; no validation, Celery's own message building);
 - ``dramatiq``  the naive Dramatiq actor's ``.send(body)`` after the commit
@@ -58,7 +60,17 @@ DATABASE_URL = os.environ.get(
     "LIMECHAT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 RATE = 200.0
-MODES = ("none", "sync", "async", "on_commit", "outbox", "async_outbox", "celery", "dramatiq")
+MODES = (
+    "none",
+    "sync",
+    "async",
+    "on_commit",
+    "outbox",
+    "async_outbox",
+    "async_wsgi",
+    "celery",
+    "dramatiq",
+)
 
 
 def phone(i: int) -> str:
@@ -131,6 +143,8 @@ def run_sync(mode: str, url: str, seconds: float) -> Samples:
             from producer.sqlalchemy import create_outbox_table
 
             create_outbox_table(engine)
+        if mode == "async_wsgi":
+            aio.configure(ProducerSettings(redis_url=BENCH_REDIS_URL))
         request = _sync_request(mode, sender)
         started = time.perf_counter()
         for i in range(int(seconds * RATE)):
@@ -182,6 +196,8 @@ def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], 
             t0 = time.perf_counter()
             sender.send_event("order_placed", phone=phone(i), data={"order_id": str(order_id)})
             spent += time.perf_counter() - t0
+        elif mode == "async_wsgi":
+            spent += asyncio.run(_timed_async_send(phone(i), order_id))
         elif send_naive is not None:
             t0 = time.perf_counter()
             send_naive(
@@ -196,6 +212,12 @@ def _sync_request(mode: str, sender: TimedProducer) -> Callable[[Session, int], 
         return spent
 
     return request
+
+
+async def _timed_async_send(customer: str, order_id: int) -> float:
+    t0 = time.perf_counter()
+    await aio.send_event("order_placed", phone=customer, data={"order_id": str(order_id)})
+    return time.perf_counter() - t0
 
 
 def _naive_sender(mode: str) -> Callable[[dict[str, Any]], object] | None:
