@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from bench.common import BENCH_REDIS_URL, ROOT, Service, Services, cpu_seconds, machine
+from bench.common import BENCH_REDIS_URL, ROOT, Service, Services, group_cpu, machine
 from bench.receiver import Receiver
 from bench.run import CONCURRENCY, body, item, naive_env, ours_env, percentile, throughput
 from producer import Producer, ProducerSettings
@@ -189,20 +189,6 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
 
 def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
-
-
-def group_cpu(service: Service | Services) -> float:
-    pgids = set(service.pgids)
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids:
-                total += cpu_seconds(int(entry.name))
-    return total
 
 
 def wait_for_count(receiver: Receiver, expected: int, idle: float = 30.0) -> int:

@@ -40,9 +40,9 @@ from bench.common import (
     ROOT,
     Service,
     Services,
-    cpu_seconds,
     fresh_redis,
     git_revision,
+    group_cpu,
     machine,
 )
 from bench.receiver import Receiver
@@ -170,21 +170,6 @@ def wait_delivered(receiver: Receiver, expected: int, idle_timeout: float) -> di
             )
             return stats
         time.sleep(0.1)
-
-
-def group_cpu(service: Service | Services) -> float:
-    """CPU seconds used so far by the service's process groups (prefork children included)."""
-    pgids = set(service.pgids)
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids:
-                total += cpu_seconds(int(entry.name))
-    return total
 
 
 def loadavg() -> str:
