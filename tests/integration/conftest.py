@@ -1,10 +1,12 @@
-"""Fixtures the example-shop tests share (Django, Flask, FastAPI)."""
+"""Fixtures the example-shop tests (Django, Flask, FastAPI) and the SQLAlchemy outbox tests
+share."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
 
 from tests.helpers import WorkerProcess
 from tests.integration.django_shop_support import (
@@ -13,6 +15,7 @@ from tests.integration.django_shop_support import (
     postgres_schema,
     shop_env,
 )
+from tests.integration.outbox_support import outbox_engine, private_schema
 
 
 @pytest.fixture
@@ -39,3 +42,18 @@ def django_shop_db(django_shop_database_url: str) -> Iterator[ShopDatabase]:
     database.empty_tables()
     yield database
     database.empty_tables()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own (dropped afterwards): its database URL."""
+    with private_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A SQLAlchemy engine on ``database_url``, the outbox table created."""
+    engine = outbox_engine(database_url)
+    yield engine
+    engine.dispose()
