@@ -18,9 +18,19 @@ from typing import Any
 
 import redis
 
-from bench.common import BENCH_REDIS_URL, ROOT, Service, Services, cpu_seconds, machine
+from bench.common import BENCH_REDIS_URL, ROOT, Service, Services, group_cpu, machine
 from bench.receiver import Receiver
-from bench.run import CONCURRENCY, body, item, naive_env, ours_env, percentile, throughput
+from bench.run import (
+    CONCURRENCY,
+    body,
+    item,
+    naive_env,
+    naive_worker,
+    ours_env,
+    ours_workers,
+    percentile,
+    throughput,
+)
 from producer import Producer, ProducerSettings
 from tests.helpers import TEST_ACCOUNT, TEST_TOKEN
 from worker.cpus import available_cpus
@@ -45,7 +55,9 @@ class System:
     ready = ""
 
     def fill(self, count: int) -> None:
-        raise NotImplementedError
+        """``count`` events on the queue (the worker is paused meanwhile)."""
+        for i in range(count):
+            self.send_one(i)
 
     def send_one(self, i: int) -> None:
         raise NotImplementedError
@@ -68,16 +80,13 @@ class Ours(System):
         self.ready = "worker ready"
 
     def service(self, receiver: Receiver, out: Path) -> Service | Services:
-        env = {**ours_env(receiver), "LIMECHAT_WORKER_PROCESSES": str(self.processes)}
-        argv = [sys.executable, "-m", "worker", "worker"]
-        return Service(self.name, argv, env, out, ready_count=self.processes)
+        return ours_workers(self.name, ours_env(receiver), out, self.processes)
 
     def fill(self, count: int) -> None:
         if self.batch:
             self.producer.send_events([item(i) for i in range(count)])
         else:
-            for i in range(count):
-                self.send_one(i)
+            super().fill(count)
 
     def send_one(self, i: int) -> None:
         self.producer.send_event("bench", phone=PHONE, data=body(i)["data"])
@@ -102,10 +111,6 @@ class Dramatiq(System):
         argv = [sys.executable, "-m", "dramatiq", "bench.naive_dramatiq"]
         return Service(self.name, argv, naive_env(receiver), out, ready_count=self.processes)
 
-    def fill(self, count: int) -> None:
-        for i in range(count):
-            self.send_one(i)
-
     def send_one(self, i: int) -> None:
         self.actor.send(body(i))
 
@@ -121,12 +126,7 @@ class Celery(System):
         self.task = naive.send_custom_event
 
     def service(self, receiver: Receiver, out: Path) -> Service | Services:
-        argv = [sys.executable, "-m", "bench.naive", "worker"]
-        return Service(self.name, argv, naive_env(receiver), out)
-
-    def fill(self, count: int) -> None:
-        for i in range(count):
-            self.send_one(i)
+        return naive_worker(self.name, receiver, out)
 
     def send_one(self, i: int) -> None:
         self.task.delay(body(i))
@@ -137,22 +137,15 @@ class Arq(System):
     label = "naive arq job (httpx, `max_jobs=50`)"
     ready = "naive arq worker ready"
 
-    def _env(self, receiver_url: str = "") -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
-        env.update(
-            LIMECHAT_BENCH_REDIS_URL=BENCH_REDIS_URL,
-            NAIVE_TOKEN=TEST_TOKEN,
-            NAIVE_ACCOUNT=TEST_ACCOUNT,
-            PYTHONUNBUFFERED="1",
-            PYTHONPATH=str(ROOT),
+    def _env(self, receiver: Receiver | None = None) -> dict[str, str]:
+        # (its own virtualenv: the credentials and this checkout passed on explicitly)
+        return naive_env(
+            receiver, NAIVE_TOKEN=TEST_TOKEN, NAIVE_ACCOUNT=TEST_ACCOUNT, PYTHONPATH=str(ROOT)
         )
-        if receiver_url:
-            env["NAIVE_RECEIVER_URL"] = receiver_url
-        return env
 
     def service(self, receiver: Receiver, out: Path) -> Service | Services:
         argv = [str(ARQ_PYTHON), "-m", "arq", "bench.naive_arq.WorkerSettings"]
-        return Service(self.name, argv, self._env(receiver.url), out)
+        return Service(self.name, argv, self._env(receiver), out)
 
     def fill(self, count: int) -> None:
         subprocess.run(
@@ -189,20 +182,6 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
 
 def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
-
-
-def group_cpu(service: Service | Services) -> float:
-    pgids = set(service.pgids)
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids:
-                total += cpu_seconds(int(entry.name))
-    return total
 
 
 def wait_for_count(receiver: Receiver, expected: int, idle: float = 30.0) -> int:

@@ -201,8 +201,9 @@ def vm_rss_kib(pid: int) -> int:
     return 0
 
 
-def group_rss_kib(pgid: int) -> int:
-    total = 0
+def group_pids(pgids: set[int]) -> list[int]:
+    """The processes now in any of these process groups (prefork children included)."""
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -210,9 +211,18 @@ def group_rss_kib(pgid: int) -> int:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # field 5 of stat: the process group
-            total += vm_rss_kib(int(entry.name))
-    return total
+        if int(fields[2]) in pgids:  # field 5 of stat: the process group
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_rss_kib(pgid: int) -> int:
+    return sum(vm_rss_kib(pid) for pid in group_pids({pgid}))
+
+
+def group_cpu(service: Service | Services) -> float:
+    """CPU seconds used so far by the service's process groups (prefork children included)."""
+    return sum(cpu_seconds(pid) for pid in group_pids(set(service.pgids)))
 
 
 def cpu_seconds(pid: int) -> float:

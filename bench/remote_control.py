@@ -31,9 +31,9 @@ from typing import Any
 
 import redis
 
-from bench.common import ROOT, Service, Services, git_revision, machine
+from bench.common import ROOT, Service, Services, git_revision, group_cpu, machine
 from bench.receiver import Receiver
-from bench.run import Ours, Plan, deliver_run, group_cpu, loadavg, ours_env
+from bench.run import Ours, Plan, deliver_run, loadavg, ours_env
 from producer import Producer, ProducerSettings
 from tests.chaos.redis_server import RedisServer
 from worker.celery_app import create_control_app

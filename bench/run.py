@@ -40,9 +40,9 @@ from bench.common import (
     ROOT,
     Service,
     Services,
-    cpu_seconds,
     fresh_redis,
     git_revision,
+    group_cpu,
     machine,
 )
 from bench.receiver import Receiver
@@ -54,6 +54,8 @@ PHONE = "+915673412780"
 CONCURRENCY = 16  # our worker's default, and the naive threads pool's
 PREFORK = 2  # Celery's default prefork concurrency: one process per core (2 cores in CI)
 SLOW_SECONDS = 0.1
+#: The naive worker's options for Celery's threads pool, as many threads as ours.
+THREADS_POOL = ["--pool=threads", f"--concurrency={CONCURRENCY}"]
 
 # The rows of the table, in order (the smoke test checks that each is printed).
 S_ENQUEUE = "enqueue: send_event vs .delay()"
@@ -172,21 +174,6 @@ def wait_delivered(receiver: Receiver, expected: int, idle_timeout: float) -> di
         time.sleep(0.1)
 
 
-def group_cpu(service: Service | Services) -> float:
-    """CPU seconds used so far by the service's process groups (prefork children included)."""
-    pgids = set(service.pgids)
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids:
-                total += cpu_seconds(int(entry.name))
-    return total
-
-
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -259,14 +246,19 @@ def ours_workers(name: str, env: dict[str, str], out: Path, processes: int) -> S
     return Services([Service(name, argv, env, out, ready_count=processes)])
 
 
-def naive_env(receiver: Receiver) -> dict[str, str]:
+def naive_env(receiver: Receiver | None, **extra: str) -> dict[str, str]:
+    """A naive baseline's environment: none of ours, the bench's Redis, the receiver if any."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMECHAT_", "SENTRY_"))}
-    env.update(
-        NAIVE_RECEIVER_URL=receiver.url,
-        LIMECHAT_BENCH_REDIS_URL=BENCH_REDIS_URL,
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(LIMECHAT_BENCH_REDIS_URL=BENCH_REDIS_URL, PYTHONUNBUFFERED="1", **extra)
+    if receiver is not None:
+        env["NAIVE_RECEIVER_URL"] = receiver.url
     return env
+
+
+def naive_worker(name: str, receiver: Receiver, out: Path, *options: str) -> Service:
+    """The naive Celery task's worker (bench/naive.py), with Celery's ``options``."""
+    argv = [sys.executable, "-m", "bench.naive", "worker", *options]
+    return Service(name, argv, naive_env(receiver), out)
 
 
 # ------------------------------------------------------------------ the systems under test
@@ -443,13 +435,8 @@ def run_ours(receiver: Receiver, plan: Plan, out: Path, results: Results) -> Non
 def run_naive(pool: str, receiver: Receiver, plan: Plan, out: Path, results: Results) -> None:
     fig = results.figures.setdefault(f"naive-{pool}", {})
     naive = Naive(pool)
-    options = ["--pool=threads", f"--concurrency={CONCURRENCY}"] if pool == "threads" else []
-    service = Service(
-        f"naive-{pool}",
-        [sys.executable, "-m", "bench.naive", "worker", *options],
-        naive_env(receiver),
-        out,
-    )
+    options = THREADS_POOL if pool == "threads" else []
+    service = naive_worker(f"naive-{pool}", receiver, out, *options)
     concurrency = CONCURRENCY if pool == "threads" else (os.cpu_count() or PREFORK)
     with running(service, "naive worker ready"):
         print(f"naive ({pool}): one event per task, .delay()", flush=True)
@@ -619,19 +606,7 @@ def run_outage_naive(receiver: Receiver, plan: Plan, out: Path, results: Results
     from bench import naive
 
     client = fresh_redis()
-    service = Service(
-        "naive-outage",
-        [
-            sys.executable,
-            "-m",
-            "bench.naive",
-            "worker",
-            "--pool=threads",
-            f"--concurrency={CONCURRENCY}",
-        ],
-        naive_env(receiver),
-        out,
-    )
+    service = naive_worker("naive-outage", receiver, out, *THREADS_POOL)
 
     def backlog() -> dict[str, float]:
         # ETA retries the worker holds in memory are unacknowledged messages.

@@ -1,7 +1,8 @@
 """What the example-shop tests share (Django, Flask, FastAPI): a shop served by a real server
 process and called over plain HTTP, starting processes that are always stopped, counting what
-LimeChat (the sandbox) accepted, and filling the outbox faster than requests would. (The
-``processes`` fixture is in conftest.py.)
+LimeChat (the sandbox) accepted, filling the outbox faster than requests would, and the
+scenarios every shop runs (Redis down at request time, relays SIGKILLed mid-run). (The
+fixtures are in conftest.py.)
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psycopg
 
 from producer.outbox import outbox_envelope
-from tests.helpers import WorkerProcess, wait_for
+from tests.chaos.redis_server import RedisServer
+from tests.helpers import WorkerProcess, wait_for, worker_env
 from worker.sandbox import Sandbox
 
 P = TypeVar("P", bound=WorkerProcess)
+
+PHONE = "+915673412780"
+INSERT_OUTBOX_ROW = (
+    "INSERT INTO limechat_outbox (event_id, account, payload, created_at) VALUES (%s, %s, %s, %s)"
+)
 
 DATABASE_URL = os.environ.get(
     "LIMECHAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -124,20 +133,19 @@ def delivered_orders(receiver: Sandbox) -> Counter[str]:
     return Counter(r.body["data"]["order_id"] for r in receiver.accepted())
 
 
+def outbox_row(phone: str, data: dict[str, Any]) -> tuple[str, None, str, datetime]:
+    """An order_placed row as ``send_event_via_outbox`` writes it, for ``INSERT_OUTBOX_ROW``."""
+    envelope, text = outbox_envelope("order_placed", phone=phone, data=data)
+    created = datetime.fromtimestamp(envelope["created_at"], tz=timezone.utc)
+    return envelope["id"], None, text, created
+
+
 def insert_outbox_rows(database_url: str, phone: str, count: int) -> set[str]:
     """``count`` rows as ``send_event_via_outbox`` writes them (faster than as many requests);
     returns their order ids (``b0``, ``b1``, ...)."""
-    rows = []
-    for n in range(count):
-        envelope, text = outbox_envelope("order_placed", phone=phone, data={"order_id": f"b{n}"})
-        created = datetime.fromtimestamp(envelope["created_at"], tz=timezone.utc)
-        rows.append((envelope["id"], None, text, created))
+    rows = [outbox_row(phone, {"order_id": f"b{n}"}) for n in range(count)]
     with psycopg.connect(database_url) as conn, conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO limechat_outbox (event_id, account, payload, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            rows,
-        )
+        cursor.executemany(INSERT_OUTBOX_ROW, rows)
     return {f"b{n}" for n in range(count)}
 
 
@@ -187,3 +195,73 @@ def relays_killed_mid_run_lose_nothing(
     wait_for(lambda: set(delivered_orders(receiver)) == expected, 60, "every event delivered")
     duplicates = sum(n - 1 for n in delivered_orders(receiver).values())
     assert duplicates <= 2 * batch
+
+
+@dataclass(frozen=True)
+class OutageLines:
+    """What a shop and its relay log through a Redis outage (each stack in its own words)."""
+
+    #: the shop, for an on-commit event it could not enqueue (``{event_id}`` is filled in)
+    event_lost: str
+    #: the relay, at each failed attempt
+    step_failed: str
+    #: the relay, once Redis answers again
+    back: str
+
+
+def redis_down_at_request_time_the_outbox_keeps_the_event(
+    tmp_path: Path,
+    processes: list[WorkerProcess],
+    receiver: Sandbox,
+    database: Database,
+    shop_env: Callable[[str, str], dict[str, str]],
+    make_shop: Callable[[dict[str, str]], HttpShop],
+    make_relay: Callable[[dict[str, str]], WorkerProcess],
+    orders_table: str,
+    lines: OutageLines,
+) -> tuple[HttpShop, WorkerProcess]:
+    """A shop (``make_shop(env)``) and its relay (``make_relay(env)``), with the environment
+    ``shop_env(redis_url, database_url)``, take an order each way while Redis is down: the
+    outbox keeps its event until Redis is back, then it is delivered; the on-commit one is
+    logged lost (the order committed all the same). Neither logs the Redis password; the
+    relay logs the redacted URL. Returns the shop and the relay, stopped."""
+    password = "s3cret-redis-password-never-logged"
+    server = RedisServer(tmp_path / "redis", password=password).start()
+    try:
+        server.stop()
+        env = shop_env(server.url, database.url)
+        shop = start(processes, make_shop(env))
+        relay = start(processes, make_relay(env))
+
+        # When: orders are placed while Redis is down
+        status, outboxed = shop.order(phone=PHONE, total="250", delivery="outbox")
+        assert status == 201, (outboxed, shop.text())
+        status, committed = shop.order(phone=PHONE, total="75", delivery="on_commit")
+        assert status == 201, (committed, shop.text())
+
+        # Then: the outbox holds its event; the relay keeps retrying and does not give up;
+        # the on_commit event is reported lost (the order committed all the same)
+        assert database.rows("SELECT event_id FROM limechat_outbox") == [(outboxed["event_id"],)]
+        lost = lines.event_lost.format(event_id=committed["event_id"])
+        wait_for(lambda: shop.saw(lost), 10, "the on_commit failure logged")
+        wait_for(lambda: relay.text().count(lines.step_failed) >= 3, 20, "relay retries")
+        assert relay.proc is not None and relay.proc.poll() is None, relay.text()
+
+        # When: Redis comes back (empty: the lost event was never there), with a worker on it
+        server.start()
+        start(processes, WorkerProcess(worker_env(server.url, receiver.url)))
+
+        # Then: the outbox's event is delivered; the on_commit one is not (documented)
+        want = Counter([str(outboxed["order_id"])])
+        wait_for(lambda: delivered_orders(receiver) == want, 30, "the outbox event delivered")
+        wait_for(lambda: database.count("limechat_outbox") == 0, 10, "the outbox emptied")
+        wait_for(lambda: relay.saw(lines.back), 10, f"the relay to say {lines.back!r}")
+        assert database.count(orders_table) == 2
+        for process in (shop, relay):
+            assert password not in process.text()
+        assert "***" in relay.text()  # the redacted URL, to show where it failed
+    finally:
+        for process in reversed(processes):  # (before their Redis goes: a quick shutdown)
+            process.stop()
+        server.close()
+    return shop, relay

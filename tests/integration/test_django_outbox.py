@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,15 +18,14 @@ import pytest
 import redis
 
 from producer import contract
-from producer.outbox import outbox_envelope
 from tests.helpers import ROOT, WorkerProcess, wait_for
 from tests.integration.django_shop_support import (
     RelayProcess,
     ShopDatabase,
     manage,
-    postgres_schema,
     shop_env,
 )
+from tests.integration.shop_processes import INSERT_OUTBOX_ROW, outbox_row
 from worker.queueage import queued_events
 
 pytestmark = pytest.mark.integration
@@ -41,42 +39,10 @@ with transaction.atomic():
 print(json.dumps(ids))
 """
 
-INSERT = (
-    "INSERT INTO limechat_outbox (event_id, account, payload, created_at) VALUES (%s, %s, %s, %s)"
-)
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    with postgres_schema() as url:
-        manage(shop_env("redis://127.0.0.1:1/0", url), "migrate", "--no-input")
-        yield url
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[ShopDatabase]:
-    database = ShopDatabase(database_url)
-    database.empty_tables()
-    yield database
-    database.empty_tables()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
-
 
 def outbox_rows(count: int) -> list[tuple[str, None, str, datetime]]:
-    """Rows as ``send_event_via_outbox`` writes them, data.order_id 0 to count - 1."""
-    rows = []
-    for n in range(count):
-        envelope, text = outbox_envelope("order_placed", phone="+14155552671", data={"n": n})
-        created = datetime.fromtimestamp(envelope["created_at"], tz=timezone.utc)
-        rows.append((envelope["id"], None, text, created))
-    return rows
+    """Rows as ``send_event_via_outbox`` writes them, data.n 0 to count - 1."""
+    return [outbox_row("+14155552671", {"n": n}) for n in range(count)]
 
 
 def queued_ids(r: redis.Redis) -> Counter[str]:
@@ -90,18 +56,18 @@ def queued_ids(r: redis.Redis) -> Counter[str]:
 
 
 def test_several_relays_on_postgresql_send_every_row_once(
-    redis_url: str, r: redis.Redis, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, r: redis.Redis, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
-    env = shop_env(redis_url, db.url, LOG_LEVEL="DEBUG")
+    env = shop_env(redis_url, django_shop_db.url, LOG_LEVEL="DEBUG")
     relays = [RelayProcess(env, "--batch-size", "50") for _ in range(3)]
     for relay in relays:
         processes.append(relay.start())
 
     # When: 6,000 rows commit at once, and the three relays work through them
     rows = outbox_rows(6000)
-    with psycopg.connect(db.url) as conn, conn.cursor() as cursor:
-        cursor.executemany(INSERT, rows)
-    wait_for(lambda: db.count("limechat_outbox") == 0, 60, "the outbox emptied")
+    with psycopg.connect(django_shop_db.url) as conn, conn.cursor() as cursor:
+        cursor.executemany(INSERT_OUTBOX_ROW, rows)
+    wait_for(lambda: django_shop_db.count("limechat_outbox") == 0, 60, "the outbox emptied")
 
     # Then: each event is on the queue exactly once, and each relay took a share
     assert queued_ids(r) == Counter({row[0]: 1 for row in rows})
@@ -110,19 +76,19 @@ def test_several_relays_on_postgresql_send_every_row_once(
 
 
 def test_sigterm_lets_the_batch_in_progress_finish(
-    redis_url: str, r: redis.Redis, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, r: redis.Redis, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
     rows = outbox_rows(4000)
-    with psycopg.connect(db.url) as conn, conn.cursor() as cursor:
-        cursor.executemany(INSERT, rows)
-    relay = RelayProcess(shop_env(redis_url, db.url), "--batch-size", "20")
+    with psycopg.connect(django_shop_db.url) as conn, conn.cursor() as cursor:
+        cursor.executemany(INSERT_OUTBOX_ROW, rows)
+    relay = RelayProcess(shop_env(redis_url, django_shop_db.url), "--batch-size", "20")
     processes.append(relay.start())
-    wait_for(lambda: db.count("limechat_outbox") < 3000, 30, "the relay under way")
+    wait_for(lambda: django_shop_db.count("limechat_outbox") < 3000, 30, "the relay under way")
 
     assert relay.terminate(10) == 0, relay.text()
 
     # What left the table is on the queue, once; what is on the queue left the table.
-    left = {row[0] for row in db.rows("SELECT event_id FROM limechat_outbox")}
+    left = {row[0] for row in django_shop_db.rows("SELECT event_id FROM limechat_outbox")}
     queued = queued_ids(r)
     assert left, "the relay finished before SIGTERM"
     assert set(queued) == {row[0] for row in rows} - left
@@ -131,7 +97,7 @@ def test_sigterm_lets_the_batch_in_progress_finish(
 
 
 def test_rows_that_cannot_travel_are_left_and_never_stop_the_rows_behind_them(
-    redis_url: str, r: redis.Redis, db: ShopDatabase
+    redis_url: str, r: redis.Redis, django_shop_db: ShopDatabase
 ) -> None:
     # A whole batch of hand-edited rows (NaN, nesting past the limits, not JSON), then good ones
     bad = [
@@ -141,14 +107,18 @@ def test_rows_that_cannot_travel_are_left_and_never_stop_the_rows_behind_them(
     ]
     good = outbox_rows(5)
     now = datetime.now(timezone.utc)
-    with psycopg.connect(db.url) as conn, conn.cursor() as cursor:
-        cursor.executemany(INSERT, [(i, None, text, now) for i, text in bad])
-        cursor.executemany(INSERT, good)
+    with psycopg.connect(django_shop_db.url) as conn, conn.cursor() as cursor:
+        cursor.executemany(INSERT_OUTBOX_ROW, [(i, None, text, now) for i, text in bad])
+        cursor.executemany(INSERT_OUTBOX_ROW, good)
     out = manage(
-        shop_env(redis_url, db.url), "limechat_outbox_relay", "--once", "--batch-size", "3"
+        shop_env(redis_url, django_shop_db.url),
+        "limechat_outbox_relay",
+        "--once",
+        "--batch-size",
+        "3",
     )
     assert queued_ids(r) == Counter({row[0]: 1 for row in good}), out
-    left = {row[0] for row in db.rows("SELECT event_id FROM limechat_outbox")}
+    left = {row[0] for row in django_shop_db.rows("SELECT event_id FROM limechat_outbox")}
     assert left == {"nan", "deep", "text"}
     assert out.count("left in the table, not relayed") == 3
 

@@ -9,26 +9,25 @@ outbox until Redis is back; a relay SIGKILLed mid-run loses nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from producer import contract
-from tests.chaos.redis_server import RedisServer
 from tests.helpers import WorkerProcess, wait_for, worker_env
 from tests.integration.django_shop_support import (
     RelayProcess,
     ShopDatabase,
     ShopServer,
-    manage,
-    postgres_schema,
     shop_env,
 )
 from tests.integration.shop_processes import (
+    PHONE,
+    OutageLines,
     delivered_orders,
     insert_outbox_rows,
+    redis_down_at_request_time_the_outbox_keeps_the_event,
     relays_killed_mid_run_lose_nothing,
     start,
 )
@@ -36,29 +35,11 @@ from worker.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
 
-PHONE = "+915673412780"
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    """A schema of the module's own with the shop's tables (``manage.py migrate``)."""
-    with postgres_schema() as url:
-        manage(shop_env("redis://127.0.0.1:1/0", url), "migrate", "--no-input")
-        yield url
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[ShopDatabase]:
-    database = ShopDatabase(database_url)
-    database.empty_tables()
-    yield database
-    database.empty_tables()
-
 
 def test_an_order_that_commits_is_delivered_by_the_outbox_and_by_on_commit(
-    redis_url: str, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, receiver: Sandbox, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
-    env = shop_env(redis_url, db.url)
+    env = shop_env(redis_url, django_shop_db.url)
     shop = start(processes, ShopServer(env))
     start(processes, RelayProcess(env))
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
@@ -79,14 +60,14 @@ def test_an_order_that_commits_is_delivered_by_the_outbox_and_by_on_commit(
         "data": {"order_id": str(outboxed["order_id"]), "total": "499.00", "currency": "INR"},
     }
     assert bodies[str(committed["order_id"])]["data"]["total"] == "99.50"
-    assert db.count("limechat_outbox") == 0
-    assert db.count("shop_order") == 2
+    assert django_shop_db.count("limechat_outbox") == 0
+    assert django_shop_db.count("shop_order") == 2
 
 
 def test_a_declined_payment_rolls_back_and_sends_nothing(
-    redis_url: str, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, receiver: Sandbox, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
-    env = shop_env(redis_url, db.url)
+    env = shop_env(redis_url, django_shop_db.url)
     shop = start(processes, ShopServer(env))
     start(processes, RelayProcess(env))
     worker = start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
@@ -98,8 +79,8 @@ def test_a_declined_payment_rolls_back_and_sends_nothing(
         assert (status, body) == (402, {"error": "payment declined"})
         status, body = shop.order(phone="5673412780", total="10", delivery=delivery)
         assert status == 400 and body["field"] == "phone", body
-    assert db.count("shop_order") == 0
-    assert db.count("limechat_outbox") == 0
+    assert django_shop_db.count("shop_order") == 0
+    assert django_shop_db.count("limechat_outbox") == 0
 
     # Then: orders placed after them are delivered, and nothing else ever is
     good = [shop.order(phone=PHONE, total="20", delivery=d)[1] for d in ("outbox", "on_commit")]
@@ -112,68 +93,51 @@ def test_a_declined_payment_rolls_back_and_sends_nothing(
 
 
 def test_redis_down_at_request_time_the_outbox_keeps_the_event_until_it_is_back(
-    tmp_path: Path, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
+    tmp_path: Path,
+    receiver: Sandbox,
+    django_shop_db: ShopDatabase,
+    processes: list[WorkerProcess],
 ) -> None:
-    password = "s3cret-redis-password-never-logged"
-    server = RedisServer(tmp_path / "redis", password=password).start()
-    try:
-        server.stop()
-        env = shop_env(server.url, db.url)
-        shop = start(processes, ShopServer(env))
-        relay = start(processes, RelayProcess(env))
-
-        # When: orders are placed while Redis is down
-        status, outboxed = shop.order(phone=PHONE, total="250", delivery="outbox")
-        assert status == 201, outboxed
-        status, committed = shop.order(phone=PHONE, total="75", delivery="on_commit")
-        assert status == 201, committed
-
-        # Then: the outbox holds its event; the relay keeps retrying and does not give up;
-        # the on_commit event is reported lost (the order committed all the same)
-        assert db.rows("SELECT event_id FROM limechat_outbox") == [(outboxed["event_id"],)]
-        wait_for(lambda: shop.saw("event lost"), 10, "the on_commit failure logged")
-        wait_for(
-            lambda: relay.text().count("relay step failed, rows kept") >= 3, 20, "relay retries"
-        )
-        assert relay.proc is not None and relay.proc.poll() is None, relay.text()
-
-        # When: Redis comes back (empty: the lost event was never there), with a worker on it
-        server.start()
-        start(processes, WorkerProcess(worker_env(server.url, receiver.url)))
-
-        # Then: the outbox's event is delivered; the on_commit one is not (documented)
-        want = Counter([str(outboxed["order_id"])])
-        wait_for(lambda: delivered_orders(receiver) == want, 30, "the outbox event delivered")
-        wait_for(lambda: db.count("limechat_outbox") == 0, 10, "the outbox emptied")
-        wait_for(lambda: relay.saw("relay resumed"), 10, "the relay to say it resumed")
-        assert db.count("shop_order") == 2
-        for process in (shop, relay):
-            assert password not in process.text()
-            assert "***" in process.text()  # the redacted URL, to show where it failed
-    finally:
-        server.close()
+    shop, _ = redis_down_at_request_time_the_outbox_keeps_the_event(
+        tmp_path,
+        processes,
+        receiver,
+        django_shop_db,
+        shop_env,
+        ShopServer,
+        RelayProcess,
+        orders_table="shop_order",
+        lines=OutageLines(
+            event_lost="event lost",
+            step_failed="relay step failed, rows kept",
+            back="relay resumed",
+        ),
+    )
+    assert "***" in shop.text()  # Django's shop logs the redacted URL too
 
 
 def test_a_relay_sigkilled_mid_run_loses_nothing(
-    redis_url: str, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, receiver: Sandbox, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
-    env = shop_env(redis_url, db.url)
+    env = shop_env(redis_url, django_shop_db.url)
     shop = start(processes, ShopServer(env))
     # Given: orders placed while no relay runs, and a backlog of 3,000 more outbox rows
     placed = [shop.order(phone=PHONE, total="5", delivery="outbox")[1] for _ in range(5)]
-    expected = {str(p["order_id"]) for p in placed} | insert_outbox_rows(db.url, PHONE, 3000)
+    expected = {str(p["order_id"]) for p in placed} | insert_outbox_rows(
+        django_shop_db.url, PHONE, 3000
+    )
     start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
 
     # When relays are SIGKILLed mid-run, then: nothing is lost
     relays_killed_mid_run_lose_nothing(
-        processes, lambda *o: RelayProcess(env, *o), db, receiver, expected, step=600
+        processes, lambda *o: RelayProcess(env, *o), django_shop_db, receiver, expected, step=600
     )
 
 
 def test_a_relay_killed_after_enqueueing_resends_and_the_worker_skips_the_duplicate(
-    redis_url: str, receiver: Sandbox, db: ShopDatabase, processes: list[WorkerProcess]
+    redis_url: str, receiver: Sandbox, django_shop_db: ShopDatabase, processes: list[WorkerProcess]
 ) -> None:
-    env = shop_env(redis_url, db.url)
+    env = shop_env(redis_url, django_shop_db.url)
     shop = start(processes, ShopServer(env))
     worker = start(processes, WorkerProcess(worker_env(redis_url, receiver.url)))
     status, order = shop.order(phone=PHONE, total="42", delivery="outbox")
@@ -189,8 +153,8 @@ def test_a_relay_killed_after_enqueueing_resends_and_the_worker_skips_the_duplic
     # marked redelivered: the worker skips it for its delivered marker
     want = Counter([str(order["order_id"])])
     wait_for(lambda: delivered_orders(receiver) == want, 30, "the event delivered")
-    assert db.rows("SELECT event_id FROM limechat_outbox") == [(order["event_id"],)]
+    assert django_shop_db.rows("SELECT event_id FROM limechat_outbox") == [(order["event_id"],)]
     start(processes, RelayProcess(env))
-    wait_for(lambda: db.count("limechat_outbox") == 0, 10, "the row relayed again")
+    wait_for(lambda: django_shop_db.count("limechat_outbox") == 0, 10, "the row relayed again")
     wait_for(lambda: worker.saw(f"skipped evt={order['event_id']}"), 30, "the duplicate skipped")
     assert delivered_orders(receiver) == want

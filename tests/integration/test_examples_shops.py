@@ -17,13 +17,15 @@ import pytest
 import redis
 
 from producer import contract
-from tests.chaos.redis_server import RedisServer
 from tests.helpers import WorkerProcess, wait_for, worker_env
 from tests.integration.shop_processes import (
+    PHONE,
     Database,
+    OutageLines,
     delivered_orders,
     insert_outbox_rows,
     postgres_schema,
+    redis_down_at_request_time_the_outbox_keeps_the_event,
     relays_killed_mid_run_lose_nothing,
     start,
 )
@@ -31,8 +33,6 @@ from tests.integration.shop_support import RelayProcess, ShopServer, shop_env
 from worker.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
-
-PHONE = "+915673412780"
 
 
 @pytest.fixture(params=["flask", "fastapi"])
@@ -99,48 +99,21 @@ def test_orders_that_commit_are_delivered_both_ways_and_rolled_back_ones_send_no
 def test_redis_down_at_request_time_the_outbox_keeps_the_event_until_it_is_back(
     kind: str, tmp_path: Path, receiver: Sandbox, db: Database, processes: list[WorkerProcess]
 ) -> None:
-    password = "s3cret-redis-password-never-logged"
-    server = RedisServer(tmp_path / "redis", password=password).start()
-    try:
-        server.stop()
-        env = shop_env(server.url, db.url)
-        shop = start(processes, ShopServer(kind, env))
-        relay = start(processes, RelayProcess(env))
-
-        # When: orders are placed while Redis is down
-        status, outboxed = shop.order(phone=PHONE, total="250", delivery="outbox")
-        assert status == 201, (outboxed, shop.text())
-        status, committed = shop.order(phone=PHONE, total="75", delivery="on_commit")
-        assert status == 201, (committed, shop.text())
-
-        # Then: the outbox holds its event; the relay keeps retrying and does not give up;
-        # the on_commit event is reported lost (the order committed all the same)
-        assert db.rows("SELECT event_id FROM limechat_outbox") == [(outboxed["event_id"],)]
-        wait_for(
-            lambda: shop.saw(f"event not sent evt={committed['event_id']}"),
-            10,
-            "the on_commit failure logged",
-        )
-        wait_for(lambda: relay.text().count("relay step failed") >= 3, 20, "relay retries")
-        assert relay.proc is not None and relay.proc.poll() is None, relay.text()
-
-        # When: Redis comes back (empty: the lost event was never there), with a worker on it
-        server.start()
-        start(processes, WorkerProcess(worker_env(server.url, receiver.url)))
-
-        # Then: the outbox's event is delivered; the on_commit one is not (documented)
-        want = Counter([str(outboxed["order_id"])])
-        wait_for(lambda: delivered_orders(receiver) == want, 30, "the outbox event delivered")
-        wait_for(lambda: db.count("limechat_outbox") == 0, 10, "the outbox emptied")
-        wait_for(lambda: relay.saw("relay recovered"), 10, "the relay to say it recovered")
-        assert db.count("shop_orders") == 2
-        for process in (shop, relay):
-            assert password not in process.text()
-        assert "***" in relay.text()  # the redacted URL, to show where it failed
-    finally:
-        for process in reversed(processes):  # (before their Redis goes: a quick shutdown)
-            process.stop()
-        server.close()
+    redis_down_at_request_time_the_outbox_keeps_the_event(
+        tmp_path,
+        processes,
+        receiver,
+        db,
+        shop_env,
+        lambda env: ShopServer(kind, env),
+        RelayProcess,
+        orders_table="shop_orders",
+        lines=OutageLines(
+            event_lost="event not sent evt={event_id}",
+            step_failed="relay step failed",
+            back="relay recovered",
+        ),
+    )
 
 
 def test_a_relay_sigkilled_mid_run_loses_nothing(

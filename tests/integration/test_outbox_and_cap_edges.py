@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,13 @@ from producer.sqlalchemy.relay import OutboxRelay
 from tests.helpers import run_cli
 from tests.integration.outbox_support import (
     fill_outbox,
-    outbox_engine,
     outbox_rows,
-    private_schema,
     queued,
 )
 
 pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    with private_schema() as url:
-        engine = outbox_engine(url)
-        yield engine
-        engine.dispose()
 
 
 # -- Finding 1: a row whose JSON Python reads but the relay cannot write kills the relay --------

@@ -9,7 +9,6 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +30,7 @@ from tests.helpers import ROOT, WorkerProcess, run_cli, wait_for, worker_env
 from tests.integration.outbox_support import (
     TEST_DATABASE_URL,
     fill_outbox,
-    outbox_engine,
     outbox_rows,
-    private_schema,
     queued,
 )
 from worker.sandbox import Sandbox
@@ -43,19 +40,6 @@ pytestmark = pytest.mark.integration
 PHONE = "+915673412780"
 DB_PASSWORD = "db-secret-7f3a-never-log-me"
 REDIS_PASSWORD = "redis-secret-91c2-never-log-me"
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with private_schema() as url:
-        yield url
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = outbox_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,24 +17,11 @@ from producer.aio import AsyncProducer
 from producer.sqlalchemy import aio as sa_aio
 from producer.sqlalchemy import send_event_on_commit, send_event_via_outbox
 from producer.sqlalchemy.relay import engine_url
-from tests.integration.outbox_support import outbox_engine, outbox_rows, private_schema, queued
+from tests.integration.outbox_support import outbox_rows, queued
 
 pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with private_schema() as url:
-        yield url
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = outbox_engine(database_url)  # (creates the outbox table)
-    yield engine
-    engine.dispose()
 
 
 def test_the_outbox_row_commits_and_rolls_back_with_an_async_session(
