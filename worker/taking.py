@@ -10,7 +10,8 @@ Each channel's list is registered in ``limechat:taking`` with the Redis time at 
 worker last swept. A list not refreshed for a visibility timeout belongs to a worker that is
 gone, and whichever worker sweeps next puts its messages back on their queue, marked
 redelivered so that the delivered markers are consulted. A live channel also puts back what
-is left in its own list while it is not taking (a reply lost to a dropped connection).
+is left in its own list (a take whose reply was lost, a connection kombu dropped and the
+channel outlived): at the sweep if no move is in flight then, else just before its next take.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -78,30 +79,41 @@ def recover(client: redis.Redis, key: str, *, forget: bool) -> int:
     return len(items)
 
 
-def sweep(client: redis.Redis, mine: Iterable[str], idle: Iterable[str], max_age: float) -> int:
+class Swept(NamedTuple):
+    """What one sweep did, and what it left to the channel."""
+
+    #: messages put back on their queue
+    moved: int
+    #: this channel's lists that held messages while a move into them was in flight: beside
+    #: that move's message (recorded and taken off by the time it returns) they may hold a
+    #: leftover, which the channel puts back before its next take, when no move is in flight
+    busy: list[str]
+
+
+def sweep(client: redis.Redis, mine: Iterable[str], idle: Iterable[str], max_age: float) -> Swept:
     """Refresh this channel's lists; recover those of dead workers and its own leftovers.
 
     ``mine`` are this channel's taking lists, ``idle`` those of them with no move in flight
     (anything left there will never be recorded), ``max_age`` the visibility timeout.
-    Returns how many messages went back to their queue.
     """
-    mine, idle = list(mine), list(idle)
+    mine, not_moving = list(mine), set(idle)
     now = redis_now(client)
     with client.pipeline(transaction=False) as pipe:
         for key in mine:
             pipe.zadd(contract.TAKING, {key: now})
         pipe.zrangebyscore(contract.TAKING, "-inf", now - max_age)
-        for key in idle:
+        for key in mine:
             pipe.llen(key)
         replies = pipe.execute()
     stale = [k.decode() if isinstance(k, bytes) else k for k in replies[len(mine)]]
-    leftovers = [key for key, size in zip(idle, replies[len(mine) + 1 :], strict=True) if size]
+    holding = [key for key, size in zip(mine, replies[len(mine) + 1 :], strict=True) if size]
     moved = 0
     for key in stale:
         moved += _recovered(client, key, forget=True, whose="a worker that stopped")
-    for key in leftovers:
-        moved += _recovered(client, key, forget=False, whose="this worker (reply lost)")
-    return moved
+    for key in holding:
+        if key in not_moving:
+            moved += _recovered(client, key, forget=False, whose="this worker (reply lost)")
+    return Swept(moved, [key for key in holding if key not in not_moving])
 
 
 def _recovered(client: redis.Redis, key: str, *, forget: bool, whose: str) -> int:

@@ -294,7 +294,8 @@ class Channel(kombu_redis.Channel):
         #: how many items the take in hand moved into that list, and those to put back
         self.taken_now = _ALONE
         self._moving_from: str | None = None
-        #: taking lists holding a message taken but not recorded (Redis was full then)
+        #: taking lists that may hold a message taken but not recorded (Redis was full then,
+        #: or a sweep found one beside a move in flight): put back before the next take
         self._leftovers: set[str] = set()
         self._full = FullRedisWait("take messages", max_delay=FULL_REDIS_PAUSE_SECONDS)
 
@@ -369,7 +370,9 @@ class Channel(kombu_redis.Channel):
     def _put_back(self, into: str) -> None:
         """Return what a take left in ``into`` to its queue (raises while Redis is full)."""
         with self.conn_or_acquire() as client:
-            taking.recover(client, into, forget=False)
+            count = taking.recover(client, into, forget=False)
+        if count:
+            log.warning("put back on the queue %d message(s) left in %s by a take", count, into)
         self._leftovers.discard(into)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -481,7 +484,12 @@ class Channel(kombu_redis.Channel):
         mine = list(self.taking_lists.values())
         idle = [] if self._in_poll else mine
         with self.conn_or_acquire() as client:
-            return taking.sweep(client, mine, idle, self.visibility_timeout)
+            swept = taking.sweep(client, mine, idle, self.visibility_timeout)
+        # An idle worker is nearly always in its blocking pop when the sweep's timer fires: what
+        # its own list holds then goes back before its next take (left alone at each sweep, it
+        # stayed there for as long as the worker idled).
+        self._leftovers.update(swept.busy)
+        return swept.moved
 
 
 def _stop_requested() -> bool:

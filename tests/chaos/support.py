@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -90,6 +90,38 @@ def held_seqs(r: redis.Redis) -> set[Any]:
     for raw in parked:
         held.add((json.loads(raw).get("data") or {}).get("seq"))
     return held | dead_seqs(r)
+
+
+def where_held(r: redis.Redis, seqs: Iterable[Any]) -> list[str]:
+    """Where each of ``seqs`` sits in Redis, one line per place: for a failing test's message.
+
+    A taking list shows its age (seconds since its worker last swept it): a young one belongs
+    to a live worker, an old one to a worker that is gone.
+    """
+    wanted = set(seqs)
+    now = float(r.time()[0])
+    found: list[str] = []
+
+    def note(place: str, carried: set[Any]) -> None:
+        if carried & wanted:
+            found.append(f"{place}: {sorted(carried & wanted)}")
+
+    for i, raw in enumerate(r.lrange(contract.QUEUE, 0, -1)):
+        note(f"queue[{i}]", _seqs_in(json.loads(raw)))
+    lists = cast("list[tuple[bytes, float]]", r.zrange(contract.TAKING, 0, -1, withscores=True))
+    for key, swept in lists:
+        for raw in r.lrange(key, 0, -1):
+            note(f"{key.decode()} (swept {now - swept:.0f} s ago)", _seqs_in(json.loads(raw)))
+    index = dict(
+        cast("list[tuple[bytes, float]]", r.zrange(contract.UNACKED_INDEX, 0, -1, withscores=True))
+    )
+    for tag, raw in cast("dict[bytes, bytes]", r.hgetall(contract.UNACKED)).items():
+        taken = index.get(tag)
+        age = "not indexed" if taken is None else f"taken {now - taken:.0f} s ago"
+        note(f"unacked {tag.decode()} ({age})", _seqs_in(json.loads(raw)[0]))
+    for raw in r.hvals(contract.RETRY_EVENTS):
+        note("parked", {(json.loads(raw).get("data") or {}).get("seq")})
+    return found
 
 
 def unacked_events(r: redis.Redis, tags: Iterable[bytes] | None = None) -> int:

@@ -29,6 +29,7 @@ from .support import (
     held_seqs,
     send_numbered,
     wait_settled,
+    where_held,
 )
 
 pytestmark = pytest.mark.integration
@@ -205,8 +206,10 @@ def test_a_redis_crash_mid_run_loses_at_most_what_appendfsync_everysec_allows(
             tally = wait_settled(early, chaos, r, 30 - (time.monotonic() - back), "the early ones")
         except AssertionError as exc:
             # (failed once, unexplained, in CI: docs/reliability.md, "Open"; show where they sat)
+            missing = set(early) - chaos.delivered_seqs()
             raise AssertionError(
                 f"{exc}\nstill held in Redis: {sorted(held_seqs(r) & set(early))[:20]}\n"
+                f"where: {where_held(r, missing)[:20]}\n"
                 f"--- the worker's output ---\n{worker.text()[-20000:]}"
             ) from None
         recovered = time.monotonic() - back

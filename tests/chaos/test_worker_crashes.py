@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from producer import Producer, ProducerSettings, contract
+from producer.api import prepare_events
 from tests.helpers import WorkerProcess, running_worker, wait_for, worker_env
 from worker import markers
 from worker.stats import snapshot
@@ -404,3 +405,37 @@ def test_a_message_redis_handed_to_a_worker_killed_before_it_recorded_it_is_not_
     assert (tally.delivered, tally.duplicates) == (1, 0)
     assert frozen_list not in r.zrange(contract.TAKING, 0, -1), "the dead list is forgotten"
     r.close()
+
+
+def test_a_message_left_in_a_live_idle_workers_own_taking_list_is_put_back_within_seconds(
+    producer: Producer, chaos: ChaosReceiver, redis_url: str, r: redis.Redis
+) -> None:
+    """A take whose reply was lost leaves its message in the list of a worker that lives on.
+
+    (kombu drops a blocking pop's connection without a word when its reply is overdue, or when
+    Redis closes it while the worker has no credit: the channel reconnects and goes on.) The
+    worker's sweep refreshes its own list and, before the fix, left it alone whenever the
+    blocking pop was waiting, which for an idle worker is nearly always: the message stayed
+    there, held and never delivered, for as long as the worker idled (over 40 s measured).
+    """
+    # Given an idle worker, waiting in its blocking pop on the empty queue
+    env = worker_env(redis_url, chaos.url)
+    with running_worker(env):
+        producer.send_event("order_placed", phone=PHONE, data={"seq": 0})
+        wait_settled([0], chaos, r, 30, "the first event")
+        (own_list,) = cast("list[bytes]", r.zrange(contract.TAKING, 0, -1))
+        wait_for(lambda: blocked_taking(r), 10, "the worker to wait in its blocking pop")
+        # When a message sits in its own taking list, as a take whose reply was lost leaves it
+        _, (message,) = prepare_events(items([1]), batch_size=50)
+        r.lpush(own_list, message)
+        # Then it goes back to the queue and is delivered within seconds, by the same worker
+        # (sweeps every max(1, min(10, timeout / 3)) s, then the put-back before its next pop)
+        started = time.monotonic()
+        tally = wait_settled([1], chaos, r, 8, "the message left in the taking list")
+        delivered_after = time.monotonic() - started
+        assert (tally.delivered, tally.duplicates) == (1, 0)
+        wait_for(lambda: nothing_held(r), 5, "its taking list to be emptied")
+    record(
+        "2b message left in a live worker's taking list",
+        seconds_to_delivery=round(delivered_after, 2),
+    )

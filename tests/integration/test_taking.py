@@ -98,7 +98,7 @@ def test_sweep_recovers_stale_lists_and_own_leftovers_and_keeps_live_ones(
         r.lpush(key, message(seq))
 
     # a channel that is not taking anything now: its leftover will never be recorded
-    assert taking.sweep(r, mine=[mine], idle=[mine], max_age=30) == 2
+    assert taking.sweep(r, mine=[mine], idle=[mine], max_age=30) == (2, [])
 
     assert r.llen(contract.QUEUE) == 2 and r.llen(alive) == 1
     registered = {k.decode() for k in r.zrange(contract.TAKING, 0, -1)}
@@ -107,7 +107,8 @@ def test_sweep_recovers_stale_lists_and_own_leftovers_and_keeps_live_ones(
 
 
 def test_sweep_leaves_its_own_list_alone_while_a_move_is_in_flight(r: redis.Redis) -> None:
-    mine = list_of("mine")
+    mine, empty = list_of("mine"), list_of("mine-too")
     r.lpush(mine, message(1))  # moved by a BLMOVE whose reply is being read
-    assert taking.sweep(r, mine=[mine], idle=[], max_age=30) == 0
+    # (and named, so that its channel puts back what remains before its next take)
+    assert taking.sweep(r, mine=[mine, empty], idle=[], max_age=30) == (0, [mine])
     assert r.llen(mine) == 1 and r.llen(contract.QUEUE) == 0
