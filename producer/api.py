@@ -8,6 +8,7 @@ the same on ``redis.asyncio``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
+from redis.connection import AbstractConnection, parse_url
 from redis.retry import Retry
 
 from . import contract, validation, wire
@@ -52,11 +53,20 @@ def bounded_options(parsed_url: Mapping[str, Any], timeout: float) -> dict[str, 
     options.update(
         socket_connect_timeout=timeout / 2, socket_timeout=timeout / 2, retry_on_timeout=False
     )
-    return options
+    return {**options, **_NO_CLIENT_SETINFO}
 
 
 # What a URL's query string may say for a pool: the producer's own pool has its own bounds.
 _POOL_ONLY = frozenset({"max_connections", "timeout"})
+
+# No CLIENT SETINFO when a connection opens: two round trips, each with its own timeout, that
+# stretched a call on a slow network past its bound (and slowed every new connection). redis-py
+# 8 says so with ``driver_info=None``; 6.4 with ``lib_name`` and ``lib_version`` None.
+_NO_CLIENT_SETINFO: dict[str, None] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
 
 
 class _Where:

@@ -7,7 +7,7 @@ a queue behind a condition variable, observability hooks, the retry wrapper, rep
 What of redis-py matters is kept: its connections (TCP, TLS, unix sockets, AUTH, SELECT, RESP,
 the timeouts), the check as a connection is taken that Redis has not closed it (a restart), a
 cap on connections with a bounded wait for a free one, and, for the sync pool, a fresh start
-after ``fork()`` (the parent's sockets are not the child's to use).
+in a child after ``fork()`` (the parent's sockets are not the child's to use).
 
 A call that fails in any way disconnects its connection: a reply left half read must never be
 read as the answer to the next call.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from typing import Any
 
 import redis
@@ -37,17 +38,16 @@ class Connections:
         self._limit = limit
         self._wait = wait
         self._start()
+        _LIVE.add(self)
 
     def _start(self) -> None:
-        self._pid = os.getpid()
         self._idle: list[Any] = []  # (redis.Connection, untyped; pop and append are atomic)
         self._slots = threading.BoundedSemaphore(self._limit)
 
     def call(self, *args: Any) -> Any:
         """Send one command and return Redis's reply; any failure is a ``redis.RedisError``."""
-        if self._pid != os.getpid():
-            self._start()  # (forked: drop the parent's connections without touching them)
-        if not self._slots.acquire(timeout=self._wait):
+        slots = self._slots
+        if not slots.acquire(timeout=self._wait):
             raise redis.ConnectionError(
                 f"all {self._limit} connections busy for {self._wait:g}s "
                 "(too many concurrent sends)"
@@ -63,7 +63,7 @@ class Connections:
             finally:
                 self._idle.append(connection)
         finally:
-            self._slots.release()
+            slots.release()
 
     def _take(self) -> Any:
         try:
@@ -85,6 +85,25 @@ class Connections:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
+
+
+#: Every live pool, for the fork hook below.
+_LIVE: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _start_afresh_in_the_child() -> None:
+    """A forked child drops its parent's connections (their sockets are the parent's too).
+
+    Run by ``fork()`` in the child before it returns, so before any other thread of the
+    child exists: no call can see the pool half reset. The parent's connection objects are
+    dropped untouched (redis-py closes only the child's copy of a socket it did not open).
+    """
+    for pool in list(_LIVE):
+        pool._start()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
+    os.register_at_fork(after_in_child=_start_afresh_in_the_child)
 
 
 def _closed_or_dirty(connection: Any) -> bool:

@@ -1,7 +1,9 @@
 """SQLAlchemy integration: events sent only if the transaction commits, and the outbox.
 
 ``pip install 'limechat-events[sqlalchemy]'``. Nothing else in the package imports this one,
-so a web app without the extra never loads SQLAlchemy.
+so a web app without the extra never loads SQLAlchemy. Import it at module level (at the app's
+start): the import registers the on-commit hooks on the ``Session`` class, which SQLAlchemy
+does not allow while another thread's session is running them.
 
 - :func:`send_event_on_commit` validates now and enqueues after the session commits (nothing
   if it rolls back). Redis down at that moment: the event is logged at ERROR and lost.

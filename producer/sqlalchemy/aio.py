@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
 from ..aio import AsyncProducer
 from ..outbox import outbox_envelope
@@ -31,7 +31,7 @@ _SENDING: set[asyncio.Task[None]] = set()
 
 
 async def send_event_via_outbox(
-    session: AsyncSession | AsyncConnection,
+    session: AsyncSession | async_scoped_session[Any] | AsyncConnection,
     event: str,
     *,
     phone: str,
@@ -44,11 +44,16 @@ async def send_event_via_outbox(
     envelope, text = outbox_envelope(
         event, phone=phone, distinct_id=distinct_id, data=data, account=account
     )
+    row = outbox_row(envelope, text)
     if isinstance(session, AsyncConnection):
-        connection = session
+        await session.execute(INSERT_ROW, row)
+        return envelope["id"]
+    target = session() if isinstance(session, async_scoped_session) else session
+    if target.sync_session.dispatch.do_orm_execute:
+        await target.execute(INSERT_ROW, row)  # (see producer.sqlalchemy.writer.BIND)
     else:
-        connection = await session.connection(**BIND)
-    await connection.execute(INSERT_ROW, outbox_row(envelope, text))
+        connection = await target.connection(**BIND)
+        await connection.execute(INSERT_ROW, row)
     return envelope["id"]
 
 

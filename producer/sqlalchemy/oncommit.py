@@ -9,7 +9,6 @@ commit sends them, in the order they were sent.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,7 +87,6 @@ def hold_until_commit(
     key = check_idempotency_key(idempotency_key)
     # Now, not at commit: a producer that cannot be made (a bad REDIS_URL) fails the call.
     sender = producer or (_default_async() if asynchronous else default_producer())
-    _listen_once()
     pending = session.info.setdefault(_PENDING, [])
     if session.get_transaction() is None:
         # Begun now, as session.add() would: the event belongs to this transaction, and a
@@ -98,28 +96,6 @@ def hold_until_commit(
     assert current is not None
     pending.append(_Pending(envelope, key, sender, current, asynchronous))
     return envelope["id"]
-
-
-_listening = False
-_listening_lock = threading.Lock()
-
-
-def _listen_once() -> None:
-    """The hooks, on the ``Session`` class, once per process (at the first event held).
-
-    Not on each session: listening on an instance costs about 100 us a request (SQLAlchemy
-    builds the instance's own dispatch), where a session that holds no events pays one dict
-    lookup per commit for a class-level hook.
-    """
-    global _listening
-    if _listening:
-        return
-    with _listening_lock:
-        if not _listening:
-            sa_event.listen(Session, "after_commit", _after_commit)
-            sa_event.listen(Session, "after_soft_rollback", _after_soft_rollback)
-            sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
-            _listening = True
 
 
 def _after_commit(session: Session) -> None:
@@ -186,3 +162,14 @@ def log_lost(item: _Pending, exc: Exception) -> None:
         item.envelope["event"],
         why,
     )
+
+
+# The hooks listen on the Session class, once, when this module is imported (at the app's
+# start, before threads serve requests): not on each session, which costs about 100 us a
+# request (SQLAlchemy builds the instance's own dispatch), and not at the first event held,
+# which would add to the class's listeners while another thread's commit may be running them
+# (SQLAlchemy forbids that: the other commit raised "deque mutated during iteration"). A
+# session holding no events pays a dict lookup per commit.
+sa_event.listen(Session, "after_commit", _after_commit)
+sa_event.listen(Session, "after_soft_rollback", _after_soft_rollback)
+sa_event.listen(Session, "after_transaction_end", _after_transaction_end)

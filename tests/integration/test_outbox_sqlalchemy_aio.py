@@ -9,7 +9,13 @@ import logging
 import pytest
 import redis
 from sqlalchemy import Engine, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.event import listen
+from sqlalchemy.ext.asyncio import (
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session
 
 from producer import ProducerSettings, ValidationError
@@ -48,6 +54,36 @@ def test_the_outbox_row_commits_and_rolls_back_with_an_async_session(
         rows = conn.execute(text("SELECT event_id, payload FROM limechat_outbox")).all()
     assert [row.event_id for row in rows] == [event_id]
     assert '"order_id":"7"' in rows[0].payload.replace(" ", "")
+
+
+def test_the_async_outbox_takes_a_scoped_session_a_connection_and_follows_orm_hooks(
+    database_url: str, engine: Engine
+) -> None:
+    # Three ways an async app holds its transaction: an async_scoped_session, an
+    # AsyncConnection, and an AsyncSession whose do_orm_execute hook sees every statement.
+    seen: list[str] = []
+
+    async def run() -> list[str]:
+        async_engine = create_async_engine(engine_url(database_url))
+        scoped = async_scoped_session(async_sessionmaker(async_engine), asyncio.current_task)
+        try:
+            async with scoped.begin():
+                first = await sa_aio.send_event_via_outbox(scoped, "order_placed", phone=PHONE)
+            await scoped.remove()
+            async with async_engine.begin() as connection:
+                second = await sa_aio.send_event_via_outbox(connection, "paid", phone=PHONE)
+            async with AsyncSession(async_engine) as session, session.begin():
+                listen(session.sync_session, "do_orm_execute", lambda s: seen.append("hook"))
+                third = await sa_aio.send_event_via_outbox(session, "shipped", phone=PHONE)
+            return [first, second, third]
+        finally:
+            await async_engine.dispose()
+
+    ids = asyncio.run(run())
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT event_id FROM limechat_outbox ORDER BY id")).all()
+    assert [row.event_id for row in rows] == ids
+    assert seen == ["hook"]
 
 
 def test_the_sync_functions_refuse_an_async_session_instead_of_writing_nothing(
