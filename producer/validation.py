@@ -77,14 +77,57 @@ def normalize_phone(phone: object) -> str:
             "phone",
             f"{raw!r} has no country code; write it in international form, e.g. '+{digits}'",
         )
+    plain = _plainly_international(raw)
+    parsed = plain or _parsed(raw)
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValidationError("phone", f"{raw!r} is not a possible number for its country code")
+    if plain:
+        return raw  # (already E.164: "+", the country code, the national number)
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _parsed(raw: str) -> phonenumbers.PhoneNumber:
     try:
-        parsed = phonenumbers.parse(raw, None)
+        return phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException as exc:
         detail = re.sub(r"^\(\d+\)\s*", "", str(exc))  # drop the library's "(3) " code
         raise ValidationError("phone", f"{raw!r} is not a phone number: {detail}") from None
-    if not phonenumbers.is_possible_number(parsed):
-        raise ValidationError("phone", f"{raw!r} is not a possible number for its country code")
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _plainly_international(raw: str) -> phonenumbers.PhoneNumber | None:
+    """What ``phonenumbers.parse`` makes of a number written ``+<digits>`` when it can do no
+    more than split off the country code; ``None`` for every other number (parsed in full).
+
+    Most web apps store numbers this way, and the full parse is half the cost of sending an
+    event from a request (about 40 us warm, 230 us with caches cold, against 5 us here). The
+    library does more only where a national prefix may follow the country code (its own
+    pattern for that country matches) or the number keeps leading zeros: those go to it.
+    tests/unit/test_phone_fast_path.py compares the two for every country code.
+    """
+    if not _PLAIN_INTERNATIONAL.fullmatch(raw):
+        return None
+    digits = raw[1:]
+    for size in (1, 2, 3):  # (country codes are prefix-free: the first known one is it)
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[size:]
+    if not 2 <= len(national) <= 17 or national[0] == "0":
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        code, phonenumbers.region_code_for_country_code(code)
+    )
+    if metadata is None:
+        return None
+    prefix = metadata.national_prefix_for_parsing
+    if prefix and re.match(prefix, national):
+        return None
+    return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+
+
+_PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][0-9]{2,19}")
 
 
 def check_distinct_id(distinct_id: object, phone: str) -> str:
