@@ -126,9 +126,10 @@ class AsyncProducer:
     async def _bounded(self, call: Awaitable[T]) -> T:
         """``call``'s result, or ``redis.TimeoutError`` once the enqueue timeout has passed.
 
-        The socket timeouts bound each read; this bounds the whole call, the wait for a free
-        connection included. A read cut short disconnects its connection
-        (``AsyncConnections.call``), so no later call can read a stale reply.
+        The connect timeout bounds opening a connection; this bounds the whole call (there is
+        no per-read timeout of redis-py's), the wait for a free connection included. A read
+        cut short disconnects its connection (``AsyncConnections.call``), so no later call
+        can read a stale reply.
         """
         try:
             if sys.version_info >= (3, 11):  # (no task of its own, unlike wait_for on 3.10)
