@@ -55,7 +55,7 @@ class Connections:
         try:
             connection = self._take()
             try:
-                connection.send_command(*args)
+                connection.send_packed_command([packed(args)], check_health=False)
                 return connection.read_response()
             except BaseException:
                 connection.disconnect()
@@ -71,8 +71,9 @@ class Connections:
         except IndexError:
             connection = self._connection_class(**self._options)
         try:
-            connection.connect()  # (connected already: nothing to do)
-            if _closed_or_dirty(connection):
+            if not _connected(connection):
+                connection.connect()
+            elif _closed_or_dirty(connection):
                 connection.disconnect()
                 connection.connect()
         except BaseException:
@@ -106,6 +107,26 @@ if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
     os.register_at_fork(after_in_child=_start_afresh_in_the_child)
 
 
+def packed(args: tuple[Any, ...]) -> bytes:
+    """A command of ``str``, ``bytes`` and ``int`` arguments in RESP, as redis-py's
+    ``pack_command`` writes it (UTF-8), in a fraction of its time (about 13 us a call there:
+    an encoder object, and three checks per argument, for what is three short strings here)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+def _connected(connection: Any) -> bool:
+    """Whether a sync connection has its socket (redis-py 6.4 has no ``is_connected``).
+
+    Asked instead of calling ``connect()``, which does nothing when connected but only after
+    redis-py's retry wrapper and two calls of its own (15-40 us at 200 requests/s).
+    """
+    return connection._sock is not None
+
+
 def _closed_or_dirty(connection: Any) -> bool:
     """Whether Redis closed this idle connection (a restart) or it holds bytes nobody asked for."""
     try:
@@ -135,7 +156,7 @@ class AsyncConnections:
         async with self._slots:
             connection = await self._take()
             try:
-                await connection.send_command(*args)
+                await connection.send_packed_command([packed(args)], check_health=False)
                 return await connection.read_response()
             except BaseException:
                 await connection.disconnect(nowait=True)
@@ -150,8 +171,9 @@ class AsyncConnections:
             connection = self._connection_class(**self._options)
             self._every.add(connection)
         try:
-            await connection.connect()
-            if await _async_closed_or_dirty(connection):
+            if not connection.is_connected:
+                await connection.connect()
+            elif await _async_closed_or_dirty(connection):
                 await connection.disconnect()
                 await connection.connect()
         except BaseException:
