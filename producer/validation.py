@@ -6,11 +6,12 @@ form that is sent (phone in E.164, data as a JSON-safe dict).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
@@ -78,11 +79,11 @@ def normalize_phone(phone: object) -> str:
             f"{raw!r} has no country code; write it in international form, e.g. '+{digits}'",
         )
     plain = _plainly_international(raw)
-    parsed = plain or _parsed(raw)
+    if plain is not None:
+        return plain
+    parsed = _parsed(raw)
     if not phonenumbers.is_possible_number(parsed):
         raise ValidationError("phone", f"{raw!r} is not a possible number for its country code")
-    if plain:
-        return raw  # (already E.164: "+", the country code, the national number)
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
@@ -94,29 +95,56 @@ def _parsed(raw: str) -> phonenumbers.PhoneNumber:
         raise ValidationError("phone", f"{raw!r} is not a phone number: {detail}") from None
 
 
-def _plainly_international(raw: str) -> phonenumbers.PhoneNumber | None:
-    """What ``phonenumbers.parse`` makes of a number written ``+<digits>`` when it can do no
-    more than split off the country code; ``None`` for every other number (parsed in full).
+def _plainly_international(raw: str) -> str | None:
+    """``raw`` itself when it is a possible number written ``+<digits>`` and
+    ``phonenumbers.parse`` could do no more than split off its country code (so that
+    ``raw`` is already its E.164 form); ``None`` for every other number (parsed in full).
 
-    Most web apps store numbers this way, and the full parse is half the cost of sending an
-    event from a request (about 40 us warm, 230 us with caches cold, against 5 us here). The
-    library does more only where a national prefix may follow the country code (its own
-    pattern for that country matches) or the number keeps leading zeros: those go to it.
-    tests/unit/test_phone_fast_path.py compares the two for every country code, against the
-    installed phonenumbers (the rule it mirrors, libphonenumber's: parse strips a national
-    prefix after the country code only where the country's prefix pattern matches there).
+    Most web apps store numbers this way, and the full parse was half the cost of sending an
+    event from a request (about 40 us warm, 230 us with caches cold). The library does more
+    only where a national prefix may follow the country code (its own pattern for that
+    country matches) or the number keeps leading zeros: those go to it, as do numbers of a
+    length it does not call possible (for its error). tests/unit/test_phone_fast_path.py
+    compares the two for every country code, against the installed phonenumbers (the rule
+    this mirrors, libphonenumber's: parse strips a national prefix after the country code
+    only where the country's prefix pattern matches there).
     """
     if not _PLAIN_INTERNATIONAL.fullmatch(raw):
         return None
     digits = raw[1:]
     for size in (1, 2, 3):  # (country codes are prefix-free: the first known one is it)
-        code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        country = _country(digits[:size])
+        if country is not None:
             break
     else:
         return None
     national = digits[size:]
-    if not 2 <= len(national) <= 17 or national[0] == "0":
+    if national[:1] == "0" or len(national) not in country.possible_lengths:
+        return None
+    if country.national_prefix is not None and country.national_prefix.match(national):
+        return None
+    return raw
+
+
+class _Country(NamedTuple):
+    """What the fast path needs of one country calling code's metadata."""
+
+    #: The pattern ``parse`` strips a national prefix with, where the country has one.
+    national_prefix: re.Pattern[str] | None
+    #: The lengths of national number (no leading zero) ``is_possible_number`` accepts.
+    possible_lengths: frozenset[int]
+
+
+@functools.cache  # (keys are 1-3 digits: at most 1,110 of them)
+def _country(code_text: str) -> _Country | None:
+    """The country calling code ``code_text``'s metadata; ``None`` if there is no such code.
+
+    Possible lengths are asked of the library itself, once per length: for a number without
+    leading zeros its answer depends only on the country code and the national number's
+    length (``is_possible_number`` checks nothing else; the unit test holds it to that).
+    """
+    code = int(code_text)
+    if code not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
         return None
     metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
         code, phonenumbers.region_code_for_country_code(code)
@@ -124,9 +152,14 @@ def _plainly_international(raw: str) -> phonenumbers.PhoneNumber | None:
     if metadata is None:
         return None
     prefix = metadata.national_prefix_for_parsing
-    if prefix and re.match(prefix, national):
-        return None
-    return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    lengths = frozenset(
+        n
+        for n in range(2, 18)
+        if phonenumbers.is_possible_number(
+            phonenumbers.PhoneNumber(country_code=code, national_number=int("1" * n))
+        )
+    )
+    return _Country(re.compile(prefix) if prefix else None, lengths)
 
 
 _PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][0-9]{2,19}")
