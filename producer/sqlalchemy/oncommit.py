@@ -4,16 +4,25 @@ The pending events live in ``session.info``, each with the (sub)transaction it w
 rolled-back savepoint drops the events sent inside it (and inside savepoints under it); the
 outermost transaction ending without a commit (rollback, ``close()``) drops them all; its
 commit sends them, in the order they were sent.
+
+A session joined into a transaction its connection had already begun (``Session(bind=conn)``
+inside ``conn.begin()``: the usual test fixture, or an app that runs its own transactions)
+commits only a savepoint, or nothing: the data is not committed until that outer transaction
+is. Its events wait on the connection: sent when the outer transaction commits (SQLAlchemy's
+``commit`` event, just before the ``COMMIT`` goes out, after every statement of the
+transaction), dropped if it rolls back.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from ..api import Producer, build_event, check_idempotency_key, default_producer
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("limechat_events.sqlalchemy")
 
 _PENDING = "limechat_events.pending"  # session.info key: list[_Pending]
+_CONNECTIONS = "limechat_events.connections"  # session.info key: list[Connection]
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,12 @@ def hold_until_commit(
     return envelope["id"]
 
 
+def _after_begin(session: Session, transaction: SessionTransaction, conn: Connection) -> None:
+    # The connections the session's transaction runs on: at its commit, one still in a
+    # transaction was joined into an outer one, which has not committed yet.
+    session.info.setdefault(_CONNECTIONS, []).append(conn)
+
+
 def _after_commit(session: Session) -> None:
     # Releasing a savepoint fires this too, while the savepoint is still the session's
     # nested transaction; only the outermost commit (no savepoint left) sends.
@@ -105,6 +121,17 @@ def _after_commit(session: Session) -> None:
     if not pending or session.get_nested_transaction() is not None:
         return
     session.info[_PENDING] = []
+    used = session.info.get(_CONNECTIONS, [])
+    bound = session.bind if isinstance(session.bind, Connection) else None  # (no SQL ran yet)
+    outer = {c for c in (*used, bound) if c is not None and c.in_transaction()}
+    if outer:
+        _wait_for_outer_commit(outer, pending)
+    else:
+        send_all(pending)
+
+
+def send_all(pending: list[_Pending]) -> None:
+    """Enqueue committed events, in order (async ones from a task on the committing loop)."""
     later = [item for item in pending if item.asynchronous]
     for item in pending:
         if not item.asynchronous:
@@ -113,6 +140,48 @@ def _after_commit(session: Session) -> None:
         from .aio import send_soon  # (only sessions that hold async events get here)
 
         send_soon(later)
+
+
+@dataclass
+class _Waiting:
+    """Events whose session committed inside transactions its connections had begun."""
+
+    uncommitted: set[Connection]
+    pending: list[_Pending]
+
+
+#: Per connection, the events waiting on its transaction. Each connection gets one pair of
+#: listeners at its first wait, never removed (removing a listener while SQLAlchemy runs them
+#: is what it forbids), for at most a test's or a request's lifetime: a ``Connection`` is a
+#: checkout, not the pooled connection.
+_WAITS: weakref.WeakKeyDictionary[Connection, list[_Waiting]] = weakref.WeakKeyDictionary()
+
+
+def _wait_for_outer_commit(connections: set[Connection], pending: list[_Pending]) -> None:
+    """Send ``pending`` once every one of ``connections`` commits; drop them if any rolls back."""
+    waiting = _Waiting(connections, pending)
+    for conn in connections:
+        waits = _WAITS.get(conn)
+        if waits is None:
+            waits = _WAITS[conn] = []
+            sa_event.listen(conn, "commit", _outer_committed)
+            sa_event.listen(conn, "rollback", _outer_rolled_back)
+        waits.append(waiting)
+
+
+def _outer_committed(conn: Connection) -> None:
+    waits, _WAITS[conn] = _WAITS.get(conn, []), []
+    for waiting in waits:
+        waiting.uncommitted.discard(conn)
+        if not waiting.uncommitted and waiting.pending:
+            pending, waiting.pending = waiting.pending, []
+            send_all(pending)
+
+
+def _outer_rolled_back(conn: Connection) -> None:
+    waits, _WAITS[conn] = _WAITS.get(conn, []), []
+    for waiting in waits:
+        waiting.pending = []  # (and so for its other connections too)
 
 
 def _after_soft_rollback(session: Session, rolled_back: SessionTransaction) -> None:
@@ -124,8 +193,10 @@ def _after_soft_rollback(session: Session, rolled_back: SessionTransaction) -> N
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     # The outermost one ending: after a commit the list is already empty; otherwise it was
     # rolled back or closed, and what it held must not leak into the next transaction.
-    if transaction.parent is None and not transaction.nested and session.info.get(_PENDING):
-        session.info[_PENDING] = []
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_CONNECTIONS, None)
+        if session.info.get(_PENDING):
+            session.info[_PENDING] = []
 
 
 def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
@@ -170,6 +241,7 @@ def log_lost(item: _Pending, exc: Exception) -> None:
 # which would add to the class's listeners while another thread's commit may be running them
 # (SQLAlchemy forbids that: the other commit raised "deque mutated during iteration"). A
 # session holding no events pays a dict lookup per commit.
+sa_event.listen(Session, "after_begin", _after_begin)
 sa_event.listen(Session, "after_commit", _after_commit)
 sa_event.listen(Session, "after_soft_rollback", _after_soft_rollback)
 sa_event.listen(Session, "after_transaction_end", _after_transaction_end)

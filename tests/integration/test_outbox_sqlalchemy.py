@@ -121,6 +121,44 @@ def test_on_commit_rollback_sends_nothing(
     assert order_refs(engine, orders) == []
 
 
+@pytest.mark.parametrize(
+    "mode", ["conditional_savepoint", "create_savepoint", "rollback_only", "control_fully"]
+)
+def test_on_commit_in_a_session_joined_into_an_outer_transaction_waits_for_that_one(
+    engine: Engine, orders: Table, producer: Producer, r: redis.Redis, mode: str
+) -> None:
+    """``Session(bind=conn)`` inside ``conn.begin()`` (the usual test fixture): the session's
+    commit is a savepoint's, or nothing, unless it controls the transaction fully."""
+    own_commit = mode == "control_fully"
+    with engine.connect() as conn:
+        outer = conn.begin()
+        with Session(bind=conn, join_transaction_mode=mode) as session:  # type: ignore[arg-type]
+            session.execute(insert(orders), {"ref": "A-1"})
+            lost = send_event_on_commit(session, "order_placed", phone=PHONE, producer=producer)
+            session.commit()
+        if not own_commit:
+            assert queued(r) == [], "the data is not committed yet: nor is the event sent"
+            outer.rollback()
+        # The same connection, a second outer transaction, which commits.
+        outer = conn.begin()
+        conn.execute(insert(orders), {"ref": "A-2"})
+        with Session(bind=conn, join_transaction_mode=mode) as session:  # type: ignore[arg-type]
+            # (no SQL through the session this time: it never begins on the connection)
+            sent = send_event_on_commit(session, "order_paid", phone=PHONE, producer=producer)
+            session.commit()
+        # (even "control_fully" controls only what the session began: it ran no SQL)
+        assert [q.event_id for q in queued(r)] == ([lost] if own_commit else [])
+        conn.execute(insert(orders), {"ref": "A-3"})
+        outer.commit()
+
+    if own_commit:
+        assert [q.event_id for q in queued(r)] == [lost, sent]
+        assert order_refs(engine, orders) == ["A-1", "A-2", "A-3"]
+    else:
+        assert [q.event_id for q in queued(r)] == [sent]
+        assert order_refs(engine, orders) == ["A-2", "A-3"]
+
+
 def test_on_commit_honours_the_idempotency_key(
     engine: Engine, producer: Producer, r: redis.Redis
 ) -> None:

@@ -154,6 +154,46 @@ def test_on_commit_from_an_async_session_sends_with_the_async_producer_after_the
     assert on_loop == [True, True]
 
 
+def test_on_commit_from_an_async_session_joined_into_an_outer_transaction_waits_for_it(
+    database_url: str, redis_url: str, r: redis.Redis
+) -> None:
+    producer = AsyncProducer(ProducerSettings(redis_url=redis_url))
+
+    async def run() -> str:
+        async_engine = create_async_engine(engine_url(database_url))
+        try:
+            async with async_engine.connect() as conn:
+                outer = await conn.begin()
+                async with AsyncSession(bind=conn) as session:
+                    sa_aio.send_event_on_commit(
+                        session, "order_lost", phone=PHONE, producer=producer
+                    )
+                    await session.commit()  # (a savepoint's release only)
+                await sa_aio.wait_for_sends()
+                assert queued(r) == []
+                await outer.rollback()
+                await sa_aio.wait_for_sends()
+                assert queued(r) == []
+
+                outer = await conn.begin()
+                async with AsyncSession(bind=conn) as session:
+                    sent = sa_aio.send_event_on_commit(
+                        session, "order_placed", phone=PHONE, producer=producer
+                    )
+                    await session.commit()
+                await sa_aio.wait_for_sends()
+                assert queued(r) == []
+                await outer.commit()
+                await sa_aio.wait_for_sends()
+            return sent
+        finally:
+            await async_engine.dispose()
+            await producer.aclose()
+
+    sent = asyncio.run(run())
+    assert [q.event_id for q in queued(r)] == [sent]
+
+
 def test_on_commit_from_an_async_session_with_redis_down_logs_the_lost_event(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
