@@ -141,3 +141,20 @@ def test_more_concurrent_calls_than_connections_wait_their_turn_then_fail_clearl
     assert "all 2 connections busy" in str(refused[0])
     patient.close()
     impatient.close()
+
+
+def test_a_health_check_interval_in_the_url_is_honoured(
+    own_redis: Callable[..., RedisServer],
+) -> None:
+    """``?health_check_interval=`` (redis-py passes it to the connection): a connection idle
+    longer than that is PINGed before the event is written to it (found by review: the
+    producer's own sending had skipped the check)."""
+    server = own_redis(appendonly=False)
+    admin = server.client()
+    producer = Producer(ProducerSettings(redis_url=server.url + "?health_check_interval=1"))
+    producer.send_event("one", phone=PHONE)
+    admin.config_resetstat()
+    time.sleep(1.2)
+    producer.send_event("two", phone=PHONE)
+    assert admin.info("commandstats").get("cmdstat_ping", {}).get("calls", 0) == 1
+    producer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,8 +27,14 @@ def test_the_commands_the_producer_sends() -> None:
 
 @given(
     st.sampled_from(["LPUSH", "EVAL", "PING"]),
-    st.lists(st.one_of(st.text(), st.binary(), st.integers()), max_size=6),
+    st.lists(st.one_of(st.text(), st.binary(), st.integers(), st.floats()), max_size=6),
 )
-def test_any_text_bytes_or_integers(command: str, args: list[object]) -> None:
+def test_any_text_bytes_or_numbers(command: str, args: list[object]) -> None:
     # (the first argument is a command name: redis-py splits it at spaces, as for "CONFIG GET")
     assert packed((command, *args)) == redis_py(command, *args)
+
+
+@pytest.mark.parametrize("arg", [None, True, bytearray(b"x"), memoryview(b"x")])
+def test_anything_else_is_refused_not_sent_as_its_repr(arg: object) -> None:
+    with pytest.raises(TypeError, match="cannot be a"):
+        packed(("LPUSH", "q", arg))  # type: ignore[arg-type]
