@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
@@ -44,7 +44,7 @@ class _Pending:
     key: str | None
     producer: Producer | AsyncProducer
     #: the transaction it was sent in
-    transaction: SessionTransaction
+    transaction: SessionTransaction | None
     #: sent by a task on the event loop that commits (producer.sqlalchemy.aio)
     asynchronous: bool = False
 
@@ -111,7 +111,9 @@ def hold_until_commit(
 def _after_begin(session: Session, transaction: SessionTransaction, conn: Connection) -> None:
     # The connections the session's transaction runs on: at its commit, one still in a
     # transaction was joined into an outer one, which has not committed yet.
-    session.info.setdefault(_CONNECTIONS, []).append(conn)
+    used = session.info.setdefault(_CONNECTIONS, [])
+    if not any(c is conn for c in used):
+        used.append(conn)
 
 
 def _after_commit(session: Session) -> None:
@@ -123,11 +125,23 @@ def _after_commit(session: Session) -> None:
     session.info[_PENDING] = []
     used = session.info.get(_CONNECTIONS, [])
     bound = session.bind if isinstance(session.bind, Connection) else None  # (no SQL ran yet)
-    outer = {c for c in (*used, bound) if c is not None and c.in_transaction()}
+    outer = {c for c in (*used, bound) if c is not None and _in_an_open_transaction(c)}
     if outer:
-        _wait_for_outer_commit(outer, pending)
+        # (their transaction is over: not kept, nor through it the session and connection)
+        _wait_for_outer_commit(outer, [replace(p, transaction=None) for p in pending])
     else:
         send_all(pending)
+
+
+def _in_an_open_transaction(conn: Connection) -> bool:
+    """Whether ``conn``'s transaction is still to commit or roll back, after the session's.
+
+    Not on an ``AUTOCOMMIT`` connection: each statement is committed as it runs, and the
+    transaction SQLAlchemy still shows there is bookkeeping (its rollback undoes nothing).
+    SQLAlchemy answers that from the execution options and the engine's ``isolation_level``
+    (the method is private, in every 2.x release).
+    """
+    return conn.in_transaction() and not conn._is_autocommit_isolation()
 
 
 def send_all(pending: list[_Pending]) -> None:
@@ -146,7 +160,9 @@ def send_all(pending: list[_Pending]) -> None:
 class _Waiting:
     """Events whose session committed inside transactions its connections had begun."""
 
-    uncommitted: set[Connection]
+    #: how many of the connections are still to commit (none of them is referenced: a
+    #: connection dropped in its transaction is freed, rolled back, and never counts down)
+    uncommitted: int
     pending: list[_Pending]
 
 
@@ -159,23 +175,33 @@ _WAITS: weakref.WeakKeyDictionary[Connection, list[_Waiting]] = weakref.WeakKeyD
 
 def _wait_for_outer_commit(connections: set[Connection], pending: list[_Pending]) -> None:
     """Send ``pending`` once every one of ``connections`` commits; drop them if any rolls back."""
-    waiting = _Waiting(connections, pending)
+    waiting = _Waiting(len(connections), pending)
     for conn in connections:
         waits = _WAITS.get(conn)
         if waits is None:
             waits = _WAITS[conn] = []
             sa_event.listen(conn, "commit", _outer_committed)
             sa_event.listen(conn, "rollback", _outer_rolled_back)
+            sa_event.listen(conn, "commit_twophase", _outer_committed_2pc)
+            sa_event.listen(conn, "rollback_twophase", _outer_rolled_back_2pc)
         waits.append(waiting)
 
 
 def _outer_committed(conn: Connection) -> None:
     waits, _WAITS[conn] = _WAITS.get(conn, []), []
     for waiting in waits:
-        waiting.uncommitted.discard(conn)
+        waiting.uncommitted -= 1
         if not waiting.uncommitted and waiting.pending:
             pending, waiting.pending = waiting.pending, []
             send_all(pending)
+
+
+def _outer_committed_2pc(conn: Connection, xid: Any, is_prepared: bool) -> None:
+    _outer_committed(conn)
+
+
+def _outer_rolled_back_2pc(conn: Connection, xid: Any, is_prepared: bool) -> None:
+    _outer_rolled_back(conn)
 
 
 def _outer_rolled_back(conn: Connection) -> None:

@@ -5,21 +5,25 @@ once, Redis taken away)."""
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import re
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, create_engine, insert
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from producer import Producer, ProducerSettings, ValidationError
 from producer.sqlalchemy import (
     create_outbox_table,
+    oncommit,
     outbox_table,
     send_event_on_commit,
     send_event_via_outbox,
@@ -157,6 +161,87 @@ def test_on_commit_in_a_session_joined_into_an_outer_transaction_waits_for_that_
     else:
         assert [q.event_id for q in queued(r)] == [sent]
         assert order_refs(engine, orders) == ["A-2", "A-3"]
+
+
+def test_on_commit_in_an_outer_two_phase_transaction_waits_for_it(
+    engine: Engine, orders: Table, producer: Producer, r: redis.Redis
+) -> None:
+    """A two-phase transaction ends with ``commit_twophase``/``rollback_twophase``, not
+    ``commit``/``rollback`` (found by review: the event was never sent, or sent later by the
+    connection's next, unrelated commit)."""
+    with engine.connect() as conn:
+        xa = conn.begin_twophase()
+        with Session(bind=conn) as session:
+            session.execute(insert(orders), {"ref": "T-1"})
+            send_event_on_commit(session, "order_lost", phone=PHONE, producer=producer)
+            session.commit()
+        xa.rollback()
+        with conn.begin():  # (unrelated later work on the same connection)
+            conn.execute(insert(orders), {"ref": "T-2"})
+        assert queued(r) == []
+        xa = conn.begin_twophase()
+        with Session(bind=conn) as session:
+            session.execute(insert(orders), {"ref": "T-3"})
+            sent = send_event_on_commit(session, "order_placed", phone=PHONE, producer=producer)
+            session.commit()
+        xa.commit()  # (no prepare(): this PostgreSQL allows no prepared transactions)
+    assert order_refs(engine, orders) == ["T-2", "T-3"]
+    assert [q.event_id for q in queued(r)] == [sent]
+
+
+def test_on_commit_on_an_autocommit_connection_sends_at_the_sessions_commit(
+    engine: Engine, orders: Table, producer: Producer, r: redis.Redis
+) -> None:
+    """Each statement is committed as it runs: the outer "transaction" SQLAlchemy shows is
+    bookkeeping, and its rollback must not drop the event of stored data (found by review)."""
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        outer = conn.begin()
+        with Session(bind=conn) as session:
+            session.execute(insert(orders), {"ref": "AC-1"})
+            sent = send_event_on_commit(session, "order_placed", phone=PHONE, producer=producer)
+            session.commit()
+        outer.rollback()
+    assert order_refs(engine, orders) == ["AC-1"]
+    assert [q.event_id for q in queued(r)] == [sent]
+
+
+def test_a_connection_forgotten_with_events_waiting_on_it_is_still_freed(
+    engine: Engine, orders: Table, producer: Producer, r: redis.Redis
+) -> None:
+    """Nothing of ours keeps a Connection (and so its pooled database connection) alive: one
+    dropped without close() in its outer transaction is collected, rolled back, and its
+    event never sent (found by review: the waits held the Connection they were keyed on)."""
+
+    def leave_one() -> weakref.ref[Connection]:
+        conn = engine.connect()
+        conn.begin()
+        session = Session(bind=conn)
+        session.execute(insert(orders), {"ref": "L-1"})
+        send_event_on_commit(session, "order_placed", phone=PHONE, producer=producer)
+        session.commit()
+        session.close()
+        return weakref.ref(conn)
+
+    gc.collect()
+    before = engine.pool.checkedout()  # type: ignore[attr-defined]
+    forgotten = leave_one()
+    gc.collect()
+    assert forgotten() is None
+    assert engine.pool.checkedout() == before  # type: ignore[attr-defined]
+    assert queued(r) == []
+    assert order_refs(engine, orders) == []
+
+
+def test_a_savepoint_per_row_does_not_grow_what_the_session_keeps(
+    engine: Engine, orders: Table
+) -> None:
+    with Session(engine) as session:
+        for n in range(200):
+            with session.begin_nested():
+                session.execute(insert(orders), {"ref": f"N-{n}"})
+        assert len(session.info.get(oncommit._CONNECTIONS, [])) == 1
+        session.rollback()
 
 
 def test_on_commit_honours_the_idempotency_key(
