@@ -135,7 +135,7 @@ class _Country(NamedTuple):
     possible_lengths: frozenset[int]
 
 
-@functools.cache  # (keys are 1-3 digits: at most 1,110 of them)
+@functools.cache  # (keys: 1-3 digits, the first not 0: at most 999)
 def _country(code_text: str) -> _Country | None:
     """The country calling code ``code_text``'s metadata; ``None`` if there is no such code.
 

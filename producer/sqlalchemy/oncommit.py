@@ -130,7 +130,7 @@ def _after_commit(session: Session) -> None:
         # (their transaction is over: not kept, nor through it the session and connection)
         _wait_for_outer_commit(outer, [replace(p, transaction=None) for p in pending])
     else:
-        send_all(pending)
+        _send_committed(pending)
 
 
 def _in_an_open_transaction(conn: Connection) -> bool:
@@ -144,7 +144,7 @@ def _in_an_open_transaction(conn: Connection) -> bool:
     return conn.in_transaction() and not conn._is_autocommit_isolation()
 
 
-def send_all(pending: list[_Pending]) -> None:
+def _send_committed(pending: list[_Pending]) -> None:
     """Enqueue committed events, in order (async ones from a task on the committing loop)."""
     later = [item for item in pending if item.asynchronous]
     for item in pending:
@@ -193,7 +193,7 @@ def _outer_committed(conn: Connection) -> None:
         waiting.uncommitted -= 1
         if not waiting.uncommitted and waiting.pending:
             pending, waiting.pending = waiting.pending, []
-            send_all(pending)
+            _send_committed(pending)
 
 
 def _outer_committed_2pc(conn: Connection, xid: Any, is_prepared: bool) -> None:
