@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from producer import Producer, contract
-from tests.helpers import WorkerProcess, wait_for, worker_env
+from tests.helpers import WorkerProcess, stop_all, wait_for, worker_env
 from worker.ratelimit import Rate, RateLimiter
 from worker.sandbox import Reply, Request, Sandbox
 from worker.stats import redis_now
@@ -163,8 +163,7 @@ def test_three_worker_processes_share_one_limit(producer: Producer, redis_url: s
         # catches a limiter that lets nothing through)
         wait_for(lambda: len(arrivals) >= wanted, 3 * seconds + 30, f"{wanted} deliveries")
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
         receiver.stop()
     # Then all three delivered (each its own log), together no faster than the limit: the
     # first `wanted` arrivals span at least (wanted - burst) / rate seconds
@@ -212,8 +211,7 @@ def test_a_429_with_retry_after_stops_every_process(
             producer.send_event("product_view", phone=PHONE, data={"id": str(i)})
         wait_for(lambda: len(arrivals) >= 61, 60, "every event after the pause")
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
         receiver.stop()
     # The pause, as the worker that got the 429 wrote it (Redis' clock)
     [until] = [
