@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -146,6 +146,12 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def signal_stop(self) -> None:
+        """SIGTERM to the process group, without waiting for it (see :func:`stop_all`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -162,6 +168,19 @@ class WorkerProcess:
             self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def stop_all(processes: Iterable[WorkerProcess]) -> None:
+    """:meth:`WorkerProcess.stop` for several processes, their warm shutdowns side by side:
+    SIGTERM to every one first, then each waited for (and killed if it does not exit)."""
+    processes = list(processes)
+    for process in processes:
+        process.signal_stop()
+    for process in processes:
+        if process.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.proc.wait(15)
+        process.stop()
 
 
 @contextmanager

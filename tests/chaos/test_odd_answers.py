@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from producer import Producer, contract
-from tests.helpers import WorkerProcess, running_worker, wait_for, worker_env
+from tests.helpers import WorkerProcess, running_worker, stop_all, wait_for, worker_env
 from worker import markers
 
 from .figures import record
@@ -190,8 +190,7 @@ def test_a_429_asking_for_a_year_pauses_the_account_only_up_to_the_cap(
         # ...then everything is delivered soon after it
         wait_settled(range(21), chaos, r, cap + 30, "every event after the capped pause")
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
     by_seq = attempts_of(chaos)
     retried_after = by_seq[0][1].at - paused_at
     others_after = min(by_seq[s][0].at for s in others) - paused_at

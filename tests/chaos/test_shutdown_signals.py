@@ -29,8 +29,11 @@ from .support import held_seqs, nothing_held
 pytestmark = pytest.mark.integration
 
 PHONE = "+915673412780"
-#: How long the receiver keeps the first request waiting: a POST surely in flight.
+#: How long the receiver keeps the first request waiting at most: a POST surely in flight.
 SLOW = 6.0
+#: After a warm shutdown began, how long the held POST is kept out still: Celery's stop steps
+#: take milliseconds, so by then the worker is waiting for the POST to finish, not before it.
+HELD_INTO_SHUTDOWN = 1.0
 
 
 class SlowFirst(ChaosReceiver):
@@ -47,6 +50,22 @@ class SlowFirst(ChaosReceiver):
             self.released.wait(SLOW)
             self.first_answered_at = time.monotonic()
         return Answer()
+
+
+def answer_once_shutting_down(worker: WorkerProcess, receiver: SlowFirst, processes: int) -> None:
+    """Answer the held POST only once every process has begun its warm shutdown (and a moment
+    more), instead of after :data:`SLOW` seconds: the shutdown surely waits for the POST."""
+    wait_for(
+        lambda: (
+            worker.text().count("worker: Warm shutdown") >= processes
+            or receiver.first_answered_at is not None
+        ),
+        20,
+        "the warm shutdown to begin",
+    )
+    assert receiver.first_answered_at is None, "the POST was answered before the shutdown began"
+    time.sleep(HELD_INTO_SHUTDOWN)
+    receiver.released.set()
 
 
 @pytest.fixture
@@ -83,6 +102,7 @@ def test_sigint_to_the_command_reaches_the_processes_as_sigterm_a_warm_shutdown(
         # When the command alone gets SIGINT (kill -INT PID)
         assert worker.proc is not None
         os.kill(worker.proc.pid, signal.SIGINT)
+        answer_once_shutting_down(worker, slow_first, 2)
         code = worker.wait_exit(40)
     finally:
         worker.kill()
@@ -107,6 +127,7 @@ def test_ctrl_c_at_a_terminal_is_a_warm_shutdown_that_exits_0(
         # When Ctrl-C is pressed: the terminal sends SIGINT to the foreground process group
         assert worker.proc is not None
         os.killpg(worker.proc.pid, signal.SIGINT)
+        answer_once_shutting_down(worker, slow_first, processes)
         code = worker.wait_exit(40)
     finally:
         worker.kill()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, stop_all
 from tests.integration.django_shop_support import (
     ShopDatabase,
     manage,
@@ -23,8 +23,7 @@ def processes() -> Iterator[list[WorkerProcess]]:
     """Started servers, relays and workers, stopped (or killed) at the end whatever happens."""
     started: list[WorkerProcess] = []
     yield started
-    for process in reversed(started):
-        process.stop()
+    stop_all(reversed(started))
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,10 @@ pytestmark = pytest.mark.integration
 PHONE = "+915673412780"
 PONG = {"limechat-events-1@host": {"ok": "pong"}}
 NODE = re.compile(r"limechat-events-(\d+)@")
+#: ``--timeout`` of every command: how long ``celery`` collects replies (it always waits all of
+#: it). A worker process answers in a few milliseconds (3-15 ms measured on the 2-core VM), so
+#: 2 s is ample for every reply to count, and also long enough to catch one that should not come.
+REPLY_WINDOW = "2"
 
 
 def celery(
@@ -110,19 +114,19 @@ def test_inspect_and_status_answer_from_every_worker_process_while_it_delivers(
         wait_for(lambda: held_receiver.in_progress == 1, 30, "a delivery in flight")
 
         # ping: every process answers, by a name of its own
-        ping = celery(env, "inspect", "ping", "--timeout", "4")
+        ping = celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW)
         assert ping.returncode == 0, ping.stdout + ping.stderr
         assert nodes_in(ping.stdout) == children, ping.stdout
         assert ping.stdout.count("pong") == 2
 
         # status lists both
-        status = celery(env, "status", "--timeout", "4")
+        status = celery(env, "status", "--timeout", REPLY_WINDOW)
         assert status.returncode == 0, status.stdout + status.stderr
         assert nodes_in(status.stdout) == children
         assert "2 nodes online" in status.stdout
 
         # active: the task in flight, shown by its argsrepr, never the event's payload
-        active = celery(env, "inspect", "active", "--timeout", "4", "--json")
+        active = celery(env, "inspect", "active", "--timeout", REPLY_WINDOW, "--json")
         assert active.returncode == 0, active.stdout + active.stderr
         replies: dict[str, list[dict[str, Any]]] = json.loads(active.stdout)
         assert nodes_in(" ".join(replies)) == children
@@ -132,7 +136,7 @@ def test_inspect_and_status_answer_from_every_worker_process_while_it_delivers(
         assert PHONE not in active.stdout
 
         # stats: each process' pool and broker, without the Redis password or our token
-        stats = celery(env, "inspect", "stats", "--timeout", "4", "--json")
+        stats = celery(env, "inspect", "stats", "--timeout", REPLY_WINDOW, "--json")
         assert stats.returncode == 0, stats.stdout + stats.stderr
         by_node = json.loads(stats.stdout)
         assert nodes_in(" ".join(by_node)) == children
@@ -144,7 +148,8 @@ def test_inspect_and_status_answer_from_every_worker_process_while_it_delivers(
         pings: list[int] = []
         inspecting = threading.Thread(
             target=lambda: pings.extend(
-                celery(env, "inspect", "ping", "--timeout", "2").returncode for _ in range(3)
+                celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW).returncode
+                for _ in range(3)
             )
         )
         inspecting.start()
@@ -170,11 +175,11 @@ def test_with_remote_control_off_nothing_answers_and_events_are_still_delivered(
     env = worker_env(redis_url, receiver.url, LOG_LEVEL="INFO", LIMECHAT_REMOTE_CONTROL="off")
     worker = start(env)
     try:
-        ping = celery(env, "inspect", "ping", "--timeout", "3")
+        ping = celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW)
         assert ping.returncode != 0
         assert not nodes_in(ping.stdout + ping.stderr)
         assert "No nodes replied" in ping.stdout + ping.stderr
-        status = celery(env, "status", "--timeout", "3")
+        status = celery(env, "status", "--timeout", REPLY_WINDOW)
         assert status.returncode != 0
         producer.send_event("order_placed", phone=PHONE, data={"seq": 1})
         wait_for(lambda: receiver.delivered_seqs() == {1}, 30, "the event delivered")
@@ -192,14 +197,16 @@ def test_revoke_is_refused_and_the_revoked_id_is_still_delivered(
     try:
         message = json.loads(wire.encode_message([_event(7)]))
         task_id = message["headers"]["id"]
-        revoke = celery(env, "control", "revoke", task_id, "--timeout", "4")
+        revoke = celery(env, "control", "revoke", task_id, "--timeout", REPLY_WINDOW)
         assert "limechat-events refuses revoke" in revoke.stdout + revoke.stderr, (
             revoke.stdout + revoke.stderr
         )
         # (stock Celery acknowledges a revoked message unrun: its events would be lost)
         r.lpush(contract.QUEUE, json.dumps(message))
         wait_for(lambda: receiver.delivered_seqs() == {7}, 30, "the revoked id delivered")
-        cancel = celery(env, "control", "cancel_consumer", contract.QUEUE, "--timeout", "4")
+        cancel = celery(
+            env, "control", "cancel_consumer", contract.QUEUE, "--timeout", REPLY_WINDOW
+        )
         assert "limechat-events refuses cancel_consumer" in cancel.stdout + cancel.stderr
         r.lpush(contract.QUEUE, wire.encode_message([_event(8)]))
         wait_for(lambda: receiver.delivered_seqs() == {7, 8}, 30, "still taking its queue")
@@ -251,7 +258,7 @@ def test_hostile_items_on_the_pidbox_channel_and_lists_do_not_stop_a_worker(
         (pid,) = child_pids(worker.proc.pid) or {worker.proc.pid}
         db = int(urlsplit(redis_url).path.strip("/") or 0)
         channel = f"/{db}.celery.pidbox"  # (kombu's fanout_prefix: per database)
-        first = celery(env, "inspect", "ping", "--timeout", "4", "--json")
+        first = celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW, "--json")
         assert first.returncode == 0, first.stdout + first.stderr
         (node,) = json.loads(first.stdout)
         for item in HOSTILE_BROADCASTS:
@@ -259,7 +266,7 @@ def test_hostile_items_on_the_pidbox_channel_and_lists_do_not_stop_a_worker(
             r.lpush(f"{node}.celery.pidbox", item)
         wait_for(lambda: worker.saw("dropped"), 30, "the hostile broadcasts dropped")
 
-        ping = celery(env, "inspect", "ping", "--timeout", "4")
+        ping = celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW)
         assert ping.returncode == 0, ping.stdout + ping.stderr + worker.text()[-3000:]
         assert nodes_in(ping.stdout) == {pid}
         producer.send_event("order_placed", phone=PHONE, data={"seq": 1})
