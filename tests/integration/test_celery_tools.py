@@ -146,22 +146,36 @@ def test_inspect_and_status_answer_from_every_worker_process_while_it_delivers(
         # And the workers keep delivering while being inspected
         gate.set()
         pings: list[int] = []
-        inspecting = threading.Thread(
-            target=lambda: pings.extend(
-                celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW).returncode
-                for _ in range(3)
-            )
-        )
+        # When the workers were asked: the last REPLY_WINDOW seconds of each command (the
+        # broadcast goes out once the command has started; it then waits that long for replies)
+        windows: list[tuple[float, float]] = []
+
+        def inspect_three_times() -> None:
+            for _ in range(3):
+                pings.append(celery(env, "inspect", "ping", "--timeout", REPLY_WINDOW).returncode)
+                ended = time.monotonic()
+                windows.append((ended - float(REPLY_WINDOW), ended))
+
+        inspecting = threading.Thread(target=inspect_three_times)
         inspecting.start()
-        for seq in range(1, 21):
-            producer.send_event("order_placed", phone=PHONE, data={"seq": seq})
+        sent = 0  # (events spread over the inspections, not all sent before the first)
+        while sent < 20 or inspecting.is_alive():
+            sent += 1
+            producer.send_event("order_placed", phone=PHONE, data={"seq": sent})
+            time.sleep(0.25)
         wait_for(
-            lambda: held_receiver.delivered_seqs() == set(range(21)),
+            lambda: held_receiver.delivered_seqs() == set(range(sent + 1)),
             60,
             "every event delivered",
         )
         inspecting.join(120)
         assert pings == [0, 0, 0]
+        during = [
+            r.seq
+            for r in held_receiver.snapshot()
+            if r.delivered and any(began <= r.at <= ended for began, ended in windows)
+        ]
+        assert len(during) >= 5, f"only {during} delivered while an inspect ran: {windows}"
         assert worker.proc.poll() is None
     finally:
         gate.set()
