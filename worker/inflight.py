@@ -6,10 +6,15 @@ every other account. With a cap, an account's events beyond it are parked in the
 schedule (no attempt counted) instead of waiting for a thread of their own.
 
 Parked events come back paced, not all at once: each is given a later return time, spaced by
-the account's recent request time divided by its cap (what this process can send for it), up
-to :data:`HORIZON_SECONDS` ahead. So a large backlog of a slow account returns to the queue at
+the account's request time divided by its cap (what this process can send for it), up to
+:data:`HORIZON_SECONDS` ahead. So a large backlog of a slow account returns to the queue at
 about the pace it can be sent, and its events are taken and parked again at most every
 ``HORIZON_SECONDS`` while it stays slow.
+
+The request time is the running average of the account's answers, or how long its oldest
+request out has been out when that is longer. Nothing is assumed before a first answer: a
+fixed first guess (it was 1 s) parked a fast account's burst seconds ahead (0.5 s apart with
+a cap of 2) and queued its later events behind those, though it answered in milliseconds.
 """
 
 from __future__ import annotations
@@ -23,8 +28,6 @@ from collections.abc import Callable
 HORIZON_SECONDS = 30.0
 #: The shortest spacing of returns (an account at its cap answering in a few milliseconds).
 MIN_SPACING_SECONDS = 0.01
-#: What a request is assumed to take before one of the account's requests has ended.
-FIRST_GUESS_SECONDS = 1.0
 #: Weight of the newest request time in the running average.
 _WEIGHT = 0.2
 
@@ -49,30 +52,36 @@ class AccountLoad:
         self._cap = cap
         self._clock = clock
         self._lock = threading.Lock()
-        self._in_flight: dict[str, int] = {}
+        #: account -> when each of its requests in flight was claimed (``clock`` time), oldest
+        #: first
+        self._out: dict[str, list[float]] = {}
         #: account -> running average of its request times, in seconds
         self._seconds: dict[str, float] = {}
-        #: account -> the latest return time handed out (``clock`` time)
-        self._next: dict[str, float] = {}
+        #: account -> the latest return time handed out (``clock`` time), and the spacing it
+        #: was paced by
+        self._next: dict[str, tuple[float, float]] = {}
 
     def claim(self, account: str) -> bool:
         """Count a request of ``account`` in flight; False (nothing counted) at its cap."""
         cap = self._cap()
+        now = self._clock()
         with self._lock:
-            now = self._in_flight.get(account, 0)
-            if cap is not None and now >= cap:
+            out = self._out.get(account)
+            if cap is not None and out is not None and len(out) >= cap:
                 return False
-            self._in_flight[account] = now + 1
+            self._out.setdefault(account, []).append(now)
             return True
 
     def release(self, account: str) -> None:
         """A request :meth:`claim` counted has ended (sent or not)."""
         with self._lock:
-            left = self._in_flight.get(account, 0) - 1
-            if left > 0:
-                self._in_flight[account] = left
-            else:
-                self._in_flight.pop(account, None)
+            out = self._out.get(account)
+            if out:
+                # Which one ended is not known: the oldest claim goes, so the age of those
+                # left errs young (their events come back sooner, never later).
+                del out[0]
+            if not out:
+                self._out.pop(account, None)
 
     def observe(self, account: str, seconds: float) -> None:
         """One of ``account``'s requests took ``seconds`` (its answer or its timeout)."""
@@ -82,20 +91,30 @@ class AccountLoad:
 
     def in_flight(self, account: str) -> int:
         with self._lock:
-            return self._in_flight.get(account, 0)
+            return len(self._out.get(account, ()))
 
     def come_back_in(self, account: str, count: int = 1) -> list[float]:
         """Delays (seconds from now) for ``count`` turned-away events of ``account``, paced."""
         cap = self._cap() or 1
         now = self._clock()
         with self._lock:
-            spacing = max(
-                MIN_SPACING_SECONDS, self._seconds.get(account, FIRST_GUESS_SECONDS) / cap
-            )
-            at = max(now, self._next.get(account, now))
+            spacing = max(MIN_SPACING_SECONDS, self._request_seconds(account, now) / cap)
+            at, paced_by = self._next.get(account, (now, spacing))
+            at = max(now, at)
+            if spacing < paced_by:
+                # Faster than the returns ahead were paced for: they take that much less time
+                # to send now, and the new ones are not queued behind the old pace.
+                at = now + (at - now) * spacing / paced_by
             delays = []
             for _ in range(count):
                 at = min(at + spacing, now + HORIZON_SECONDS)
                 delays.append(at - now)
-            self._next[account] = at
+            self._next[account] = (at, spacing)
             return delays
+
+    def _request_seconds(self, account: str, now: float) -> float:
+        """What a request of ``account`` takes: its running average, or longer when its oldest
+        request out has been out longer (0 when neither is known: nothing to wait for)."""
+        out = self._out.get(account)
+        age = now - out[0] if out else 0.0
+        return max(self._seconds.get(account, 0.0), age)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from worker.inflight import FIRST_GUESS_SECONDS, HORIZON_SECONDS, AccountLoad, default_cap
+from worker.inflight import HORIZON_SECONDS, MIN_SPACING_SECONDS, AccountLoad, default_cap
 
 
 def test_the_automatic_cap_is_off_for_one_account_and_a_quarter_of_the_threads_for_several() -> (
@@ -56,16 +56,59 @@ def test_claims_from_many_threads_never_exceed_the_cap() -> None:
 def test_turned_away_events_come_back_spaced_by_request_time_over_the_cap() -> None:
     now = [100.0]
     load = AccountLoad(lambda: 4, clock=lambda: now[0])
-    # Before any request ended: the first guess
-    assert load.come_back_in("a", 2) == pytest.approx(
-        [FIRST_GUESS_SECONDS / 4, 2 * FIRST_GUESS_SECONDS / 4]
-    )
     # Requests of 2 s: four at a time make one every 0.5 s, after those already handed out
     load.observe("a", 2.0)
-    assert load.come_back_in("a", 2) == pytest.approx([1.0, 1.5])
+    assert load.come_back_in("a", 2) == pytest.approx([0.5, 1.0])
+    assert load.come_back_in("a", 2) == pytest.approx([1.5, 2.0])
     # A faster account is paced by its own times
     load.observe("b", 0.04)
     assert load.come_back_in("b", 1) == pytest.approx([0.01])
+
+
+def test_before_its_first_answer_an_account_is_paced_by_how_long_its_requests_have_been_out() -> (
+    None
+):
+    now = [100.0]
+    load = AccountLoad(lambda: 2, clock=lambda: now[0])
+    assert load.claim("b") and load.claim("b") and not load.claim("b")
+    # A burst turned away at once: nothing is known yet, so they come back at the shortest
+    # spacing (a fixed first guess of 1 s put the sixth 3 s ahead: CI saw exactly that)
+    assert load.come_back_in("b", 6) == pytest.approx(
+        [MIN_SPACING_SECONDS * n for n in range(1, 7)]
+    )
+    # Still no answer 0.8 s on: a request takes at least that long, two at a time
+    now[0] += 0.8
+    assert load.come_back_in("b", 1) == pytest.approx([0.4])
+
+
+def test_an_account_turning_slow_is_paced_by_its_oldest_request_out_before_a_slow_answer() -> None:
+    now = [0.0]
+    load = AccountLoad(lambda: 1, clock=lambda: now[0])
+    load.observe("a", 0.02)
+    assert load.claim("a")
+    now[0] += 4.0
+    assert load.come_back_in("a", 1) == pytest.approx([4.0])
+    load.release("a")  # ended quickly after all: the average alone again, and the one return
+    # ahead counts at that pace
+    assert load.come_back_in("a", 1) == pytest.approx([2 * 0.02])
+
+
+def test_returns_handed_out_at_a_slow_pace_shrink_when_the_account_turns_out_fast() -> None:
+    now = [0.0]
+    load = AccountLoad(lambda: 2, clock=lambda: now[0])
+    load.observe("b", 1.0)
+    assert load.come_back_in("b", 6)[-1] == pytest.approx(3.0)  # 0.5 s apart
+    for _ in range(40):  # then it answers in 5 ms
+        load.observe("b", 0.005)
+    # Six returns ahead at the new pace (0.01 s) take 0.06 s: the next comes after them, not
+    # 3 s out behind the old pace
+    assert load.come_back_in("b", 1) == pytest.approx([0.07], abs=0.005)
+
+
+def test_release_without_a_claim_counts_nothing() -> None:
+    load = AccountLoad(lambda: 1)
+    load.release("a")
+    assert load.in_flight("a") == 0 and load.claim("a") and not load.claim("a")
 
 
 def test_a_backlog_is_parked_no_further_than_the_horizon_and_the_pace_moves_on_with_time() -> None:
