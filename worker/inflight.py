@@ -11,12 +11,14 @@ the account's request time divided by its cap (what this process can send for it
 about the pace it can be sent, and its events are taken and parked again at most every
 ``HORIZON_SECONDS`` while it stays slow.
 
-The request time is the running average of the account's answers; before its first answer,
-how long its oldest request out has been out (a fixed first guess of 1 s parked a fast
-account's burst seconds ahead, 0.5 s apart with a cap of 2, and queued its later events
-behind those, though it answered in milliseconds). Not the age once answers are known: a
-stall of a second or two would then pace a fast account's events by the stall and park them
-up to the horizon, 30 s ahead, for a hiccup (a hostile review measured p99 30 s against 2.6 s).
+The request time is the running average of the account's recent answers. Where there is
+none, how long its oldest request out has been out: before its first answer (a fixed first
+guess of 1 s parked a fast account's burst 0.5 s apart with a cap of 2, seconds ahead, though
+it answered in milliseconds), and when its latest answer is older than the horizon (an
+account that timed out an hour ago had its next burst parked up to 30 s ahead by that stale
+average). Not the age once recent answers are known: a stall of a second or two would then
+pace a fast account by the stall and park its events up to the horizon for a hiccup (a
+hostile review measured p99 30 s against 2.6 s).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class AccountLoad:
         #: account -> when each of its requests in flight was claimed (``clock`` time), oldest
         #: first
         self._out: dict[str, list[float]] = {}
-        #: account -> running average of its request times, in seconds
-        self._seconds: dict[str, float] = {}
+        #: account -> running average of its request times (seconds), and when its latest
+        #: answer came (``clock`` time)
+        self._seconds: dict[str, tuple[float, float]] = {}
         #: account -> the latest return time handed out (``clock`` time), and the spacing it
         #: was paced by
         self._next: dict[str, tuple[float, float]] = {}
@@ -88,8 +91,11 @@ class AccountLoad:
     def observe(self, account: str, seconds: float) -> None:
         """One of ``account``'s requests took ``seconds`` (its answer or its timeout)."""
         with self._lock:
-            old = self._seconds.get(account)
-            self._seconds[account] = seconds if old is None else old + _WEIGHT * (seconds - old)
+            now = self._clock()
+            average = self._recent_average(account, now)
+            if average is not None:
+                seconds = average + _WEIGHT * (seconds - average)
+            self._seconds[account] = (seconds, now)
 
     def in_flight(self, account: str) -> int:
         with self._lock:
@@ -115,10 +121,17 @@ class AccountLoad:
             return delays
 
     def _request_seconds(self, account: str, now: float) -> float:
-        """What a request of ``account`` takes: its running average; before its first answer,
+        """What a request of ``account`` takes: its running average of recent answers; else
         how long its oldest request out has been out (0 with none out: nothing to wait for)."""
-        known = self._seconds.get(account)
-        if known is not None:
-            return known
+        average = self._recent_average(account, now)
+        if average is not None:
+            return average
         out = self._out.get(account)
         return now - out[0] if out else 0.0
+
+    def _recent_average(self, account: str, now: float) -> float | None:
+        """The running average, unless the account has not answered for the horizon."""
+        known = self._seconds.get(account)
+        if known is None or now - known[1] > HORIZON_SECONDS:
+            return None
+        return known[0]

@@ -145,8 +145,33 @@ def test_a_backlog_is_parked_no_further_than_the_horizon_and_the_pace_moves_on_w
     delays = load.come_back_in("a", 20)
     assert delays[:3] == pytest.approx([10.0, 20.0, 30.0])
     assert max(delays) == pytest.approx(HORIZON_SECONDS)
-    now[0] = 100.0  # long after: no debt is carried
+    now[0] = 100.0  # long after, still answering in 10 s: no debt is carried
+    load.observe("a", 10.0)
     assert load.come_back_in("a", 1) == pytest.approx([10.0])
+
+
+def test_an_average_older_than_the_horizon_is_forgotten() -> None:
+    now = [0.0]
+    load = AccountLoad(lambda: 2, clock=lambda: now[0])
+    load.observe("a", 10.0)  # it timed out an hour ago
+    now[0] = 3600.0
+    assert load.claim("a") and load.claim("a")
+    # Its burst now is paced by its requests out (just sent), not by the hour-old 10 s, which
+    # parked 50 events up to 30 s ahead (the second review measured p50 30 s with a real worker)
+    assert load.come_back_in("a", 3) == pytest.approx([0.01, 0.02, 0.03])
+    # and its first answer starts a new average, not blended with the old one
+    load.observe("a", 0.04)
+    # (after the three handed out, 0.04 / 2 on; blended, the average would be 8 s: 4 s on)
+    assert load.come_back_in("a", 1) == pytest.approx([0.03 + 0.02])
+
+
+def test_requests_longer_than_the_horizon_still_pace_by_their_age() -> None:
+    now = [0.0]
+    load = AccountLoad(lambda: 1, clock=lambda: now[0])  # (LIMECHAT_TIMEOUT_SECONDS over 30)
+    load.observe("a", 40.0)
+    assert load.claim("a")
+    now[0] = 35.0  # its average is stale, but the request out has taken 35 s so far
+    assert load.come_back_in("a", 1) == pytest.approx([HORIZON_SECONDS])
 
 
 def test_the_running_request_time_follows_the_newest_answers() -> None:
